@@ -1,0 +1,321 @@
+"""NIfTI-1 and NIfTI-2: ``.nii`` through a memory map, ``.nii.gz`` through nibabel.
+
+The header is parsed once, with nibabel, and reduced to a :class:`NiftiHeader`.
+Voxel data is then read without nibabel's array proxy:
+
+* ``.nii`` (and ``.img``/``.hdr`` pairs): a NumPy memory map of the file; a
+  region read copies just that region (the OS pages in the bytes it touches).
+* ``.nii.gz``: nibabel's ``fileslice`` over a gzip stream, which must inflate
+  from the start of the stream up to the region.
+
+Layouts: a 3-D file is one channel; a 4-D file ``(I, J, K, T)`` has ``T``
+channels; a 5-D "vector" file ``(I, J, K, T, C)`` has ``T × C`` channels
+(``T`` is almost always 1). Scaling (``scl_slope``, ``scl_inter``) is applied
+on every read, and ``dtype`` reports the scaled dtype (float32, or float64 when
+the file stores float64).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from voxelflow._atomic import atomic_target
+from voxelflow._errors import VoxelflowFileNotFoundError, VoxelflowValueError
+from voxelflow._indexing import Box
+from voxelflow.backends.base import Backend, apply_scaling, scaled_dtype, torch_dtype
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    """What voxelflow needs from a NIfTI header, in plain types (pickles cleanly)."""
+
+    path: str
+    data_path: str
+    file_shape: tuple[int, ...]
+    raw_dtype: np.dtype
+    offset: int
+    slope: float | None
+    inter: float | None
+    affine: np.ndarray
+    version: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        i, j, k = self.file_shape[:3]
+        return (int(np.prod(self.file_shape[3:], dtype=np.int64)), i, j, k)
+
+    @property
+    def flat_shape(self) -> tuple[int, int, int, int]:
+        """The file's array as ``(I, J, K, C)`` in Fortran order."""
+        channels, i, j, k = self.shape
+        return (i, j, k, channels)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return scaled_dtype(self.raw_dtype, self.slope, self.inter)
+
+    @property
+    def data_nbytes(self) -> int:
+        return int(np.prod(self.file_shape, dtype=np.int64)) * self.raw_dtype.itemsize
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> NiftiHeader:
+        """Parse the header of ``path``; reads only the header bytes."""
+        path = os.fspath(path)
+        _check_file(path)
+        try:
+            image = nib.load(path)
+        except Exception as error:  # nibabel raises many types for bad headers
+            raise VoxelflowValueError(_bad_header_message(path, error)) from error
+        if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image | nib.Nifti1Pair):
+            raise VoxelflowValueError(
+                f"{path}: nibabel reads it as {type(image).__name__}, not NIfTI; give the file "
+                "its real extension or open it with backend='simpleitk'"
+            )
+        header = image.header
+        file_shape = tuple(int(n) for n in header.get_data_shape())
+        if len(file_shape) < 3:
+            raise VoxelflowValueError(
+                f"{path}: a {len(file_shape)}-D image (shape {file_shape}); voxelflow reads 3-D "
+                "volumes with optional channels; save it with a third axis of size 1"
+            )
+        if len(file_shape) > 5:
+            raise VoxelflowValueError(
+                f"{path}: a {len(file_shape)}-D image (shape {file_shape}); voxelflow reads 3-D, "
+                "4-D (channels as time) and 5-D vector images; split the extra axes into files"
+            )
+        raw_dtype = header.get_data_dtype()
+        if raw_dtype.fields is not None or raw_dtype.kind not in "biufc":
+            raise VoxelflowValueError(
+                f"{path}: voxel type {raw_dtype} (e.g. RGB) is not supported; convert it to "
+                "separate channels of a numeric type"
+            )
+        # nibabel moves scl_slope/scl_inter from the header into the proxy on load.
+        proxy = image.dataobj
+        slope, inter = getattr(proxy, "slope", None), getattr(proxy, "inter", None)
+        data_path = image.file_map["image"].filename
+        return cls(
+            path=path,
+            data_path=os.fspath(data_path),
+            file_shape=file_shape,
+            raw_dtype=raw_dtype,
+            offset=int(proxy.offset),  # the proxy fixes vox_offset=0 in old files
+            slope=None if slope is None else float(slope),
+            inter=None if inter is None else float(inter),
+            affine=np.asarray(image.affine, dtype=np.float64),
+            version=2 if isinstance(image, nib.Nifti2Image) else 1,
+        )
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VoxelflowFileNotFoundError(f"{path}: no such file; check the path")
+    if os.path.isdir(path):
+        raise VoxelflowValueError(f"{path}: is a directory, not a NIfTI file")
+    if os.path.getsize(path) == 0:
+        raise VoxelflowValueError(f"{path}: the file is empty (0 bytes); re-copy or re-export it")
+    with open(path, "rb") as file:
+        magic = file.read(2)
+    compressed = path.endswith(".gz")
+    if magic == GZIP_MAGIC and not compressed:
+        raise VoxelflowValueError(
+            f"{path}: the file is gzip-compressed but its name does not end in .gz; "
+            "rename it to .nii.gz"
+        )
+    if compressed and magic != GZIP_MAGIC:
+        raise VoxelflowValueError(
+            f"{path}: the name ends in .gz but the file is not gzip-compressed; "
+            "rename it to .nii (without .gz)"
+        )
+
+
+def _bad_header_message(path: str, error: Exception) -> str:
+    if isinstance(error, EOFError | zlib.error | gzip.BadGzipFile):
+        return f"{path}: the file is truncated or corrupt ({error}); re-copy or re-export it"
+    return (
+        f"{path}: not a readable NIfTI header ({type(error).__name__}: {error}); if the file is "
+        "another format, give it its real extension, or open it with backend='simpleitk'"
+    )
+
+
+class NiftiBackend(Backend):
+    """An uncompressed ``.nii`` file (or ``.hdr``/``.img`` pair), read through a memory map.
+
+    Example:
+        >>> import voxelflow as tio
+        >>> from nibabel.testing import data_path
+        >>> image = tio.ScalarImage(f"{data_path}/anatomical.nii")
+        >>> image.dataobj[:, 10:12, 20:23, 5].shape
+        torch.Size([1, 2, 3, 1])
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: NiftiHeader | None = None) -> None:
+        self.header = header or NiftiHeader.read(path)
+        self.path = self.header.path
+        self.shape = self.header.shape
+        self.affine = self.header.affine
+        self.dtype = torch_dtype(self.header.dtype)
+        self._check_size()
+        self._memmap: np.memmap | None = None
+
+    def _check_size(self) -> None:
+        needed = self.header.offset + self.header.data_nbytes
+        size = os.path.getsize(self.header.data_path)
+        if size < needed:
+            raise VoxelflowValueError(
+                f"{self.header.data_path}: the file is truncated: the header describes "
+                f"{self.header.data_nbytes} bytes of voxel data from byte {self.header.offset}, "
+                f"but the file has {size} bytes; re-copy or re-export it"
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_memmap"] = None  # a memory map is per process; reopened on first read
+        return state
+
+    def _map(self) -> np.memmap:
+        if self._memmap is None:
+            self._memmap = np.memmap(
+                self.header.data_path,
+                dtype=self.header.raw_dtype,
+                mode="r",
+                offset=self.header.offset,
+                shape=self.header.flat_shape,
+                order="F",
+            )
+        return self._memmap
+
+    def read_raw(self, box: Box | None) -> np.ndarray:
+        """The stored (unscaled) values of ``box`` as an ``(I, J, K, C)`` view or array."""
+        mapped = self._map()
+        if box is None:
+            return mapped
+        channels, i, j, k = box
+        return mapped[i, j, k, channels]
+
+    def read(self, box: Box | None = None) -> torch.Tensor:
+        raw = self.read_raw(box)
+        header = self.header
+        data = apply_scaling(raw, header.slope, header.inter, header.dtype)
+        return torch.from_numpy(data).permute(3, 0, 1, 2)
+
+    def describe(self) -> dict[str, Any]:
+        header = self.header
+        return {
+            "format": f"NIfTI-{header.version}" + (" (gzip)" if self.path.endswith(".gz") else ""),
+            "stored dtype": str(header.raw_dtype),
+            "scaling": (
+                f"slope={header.slope}, inter={header.inter}"
+                if header.dtype != header.raw_dtype.newbyteorder("=")
+                else "none"
+            ),
+            "size on disk": os.path.getsize(self.path),
+        }
+
+
+class NiftiGzBackend(NiftiBackend):
+    """A gzip-compressed ``.nii.gz``, read through nibabel's stream reader.
+
+    Gzip has no random access: a region read inflates the stream from its start
+    up to the last byte the region needs, so a region near the end of a large
+    file costs almost a full read. Use ``.nii`` or ``.nii.zarr`` for random access.
+    """
+
+    def _check_size(self) -> None:  # the uncompressed size is known only after inflating
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def read_raw(self, box: Box | None) -> np.ndarray:
+        from nibabel.fileslice import fileslice
+        from nibabel.openers import ImageOpener
+
+        header = self.header
+        key = (slice(None),) * 4 if box is None else (box[1], box[2], box[3], box[0])
+        try:
+            with ImageOpener(header.data_path, "rb") as stream:
+                raw = fileslice(
+                    stream, key, header.flat_shape, header.raw_dtype, header.offset, "F"
+                )
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as error:
+            raise VoxelflowValueError(
+                f"{header.data_path}: the compressed data is truncated or corrupt "
+                f"({type(error).__name__}: {error}); re-copy or re-export the file"
+            ) from error
+        return np.asarray(raw)
+
+    def read(self, box: Box | None = None) -> torch.Tensor:
+        return super().read(box)
+
+
+def is_nifti_path(source: str) -> bool:
+    name = source.lower()
+    return name.endswith((".nii", ".img", ".hdr")) and "://" not in source
+
+
+def is_nifti_gz_path(source: str) -> bool:
+    name = source.lower()
+    return name.endswith((".nii.gz", ".img.gz", ".hdr.gz")) and "://" not in source
+
+
+# -------------------------------------------------------------------- writing
+def nifti_array(data: torch.Tensor) -> np.ndarray:
+    """``(C, I, J, K)`` tensor → NIfTI array: ``(I, J, K)`` or ``(I, J, K, C)``."""
+    tensor = data.detach().cpu()
+    if tensor.dtype == torch.bfloat16 or tensor.dtype == torch.float16:
+        tensor = tensor.float()
+    if tensor.dtype == torch.bool:
+        tensor = tensor.to(torch.uint8)
+    array = tensor.numpy()
+    array = np.moveaxis(array, 0, -1)
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def write_nifti(image: Any, path: str, **options: Any) -> None:
+    """Write ``image`` to ``path`` (``.nii`` or ``.nii.gz``) with its affine.
+
+    Reads the data without caching it in ``image``. Options: ``dtype`` (a NumPy
+    dtype to store), ``compresslevel`` for ``.nii.gz``.
+    """
+    unknown = set(options) - {"dtype", "compresslevel"}
+    if unknown:
+        raise VoxelflowValueError(
+            f"{path}: unknown NIfTI save option(s) {sorted(unknown)}; known: dtype, compresslevel"
+        )
+    array = nifti_array(image.data if image.is_loaded else image.dataobj.read())
+    if options.get("dtype") is not None:
+        array = array.astype(options["dtype"])
+    nifti = nib.Nifti1Image(array, image.affine)
+    nifti.set_qform(image.affine, code=1)
+    nifti.set_sform(image.affine, code=1)
+    if nifti.header.get_xyzt_units() == ("unknown", "unknown"):
+        nifti.header.set_xyzt_units("mm", "sec")
+    with atomic_target(path) as tmp:
+        if path.lower().endswith(".gz"):
+            level = int(options.get("compresslevel", 6))
+            with gzip.open(tmp, "wb", compresslevel=level) as stream:
+                nifti.to_stream(stream)  # type: ignore[attr-defined]
+        else:
+            with open(tmp, "wb") as stream:
+                nifti.to_stream(stream)  # type: ignore[attr-defined]
+
+
+def is_nifti_output(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz")) and "://" not in path
+
+
+def suffix(path: str | Path) -> str:
+    name = str(path).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix

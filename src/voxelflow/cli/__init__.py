@@ -1,0 +1,12 @@
+"""The ``voxelflow`` command line: one module per command, all on one Typer app."""
+
+from voxelflow.cli import info  # noqa: F401  (registers the command)
+from voxelflow.cli._app import app
+
+
+def main() -> None:
+    """Entry point of the ``voxelflow`` console script."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,411 @@
+"""Lazy images: ``Image``, ``ScalarImage`` and ``LabelMap``.
+
+An image is a handle on a backend (storage) plus an optional in-memory cache.
+Opening reads nothing; header properties ask the backend; ``data`` loads and
+caches; slicing an unloaded image gives a new unloaded image over the region.
+All format knowledge lives in :mod:`voxelflow.backends`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from voxelflow._errors import (
+    VoxelflowFileNotFoundError,
+    VoxelflowTypeError,
+    VoxelflowValueError,
+    check_choice,
+)
+from voxelflow._indexing import normalize_index, region_affine, to_box
+from voxelflow.backends import (
+    ArrayLikeBackend,
+    BackendProtocol,
+    TensorBackend,
+    WindowBackend,
+    as_4d_tensor,
+    find_writer,
+    open_backend,
+)
+from voxelflow.backends.base import Backend
+
+INTENSITY = "intensity"
+LABEL = "label"
+
+Source = str | os.PathLike[str] | torch.Tensor | np.ndarray | nib.spatialimages.SpatialImage
+Caching = Literal["fill", "unchanged"]
+
+
+class Image:
+    """A 3-D image with channels, ``(C, I, J, K)``, read lazily from its source.
+
+    Args:
+        source: a local path, a URI, a ``torch.Tensor`` or ``np.ndarray`` of shape
+            ``(C, I, J, K)``, or a nibabel image.
+        affine: 4×4 voxel-to-world matrix; overrides the file's (default for
+            tensors: identity).
+        reader: ``reader(path, **reader_kwargs) -> (array, affine)``. If ``array``
+            is lazy (an ``h5py`` dataset, a ``zarr`` array, a memory map: anything
+            with ``shape``, ``dtype`` and slicing) the image stays lazy.
+        backend: force a registered backend by name (see
+            :func:`voxelflow.backends.register_backend`).
+        backend_options: keyword arguments for the backend's factory.
+        **metadata: kept in ``image.metadata``.
+
+    Example:
+        >>> import voxelflow as tio
+        >>> from nibabel.testing import data_path
+        >>> image = tio.ScalarImage(f"{data_path}/example4d.nii.gz")
+        >>> image.shape  # header only
+        (2, 128, 96, 24)
+        >>> patch = image[:, 10:20, 10:20, 5:10]
+        >>> image.is_loaded, tuple(patch.data.shape)
+        (False, (2, 10, 10, 5))
+    """
+
+    type: str = INTENSITY
+
+    def __init__(
+        self,
+        source: Source | None = None,
+        *,
+        affine: np.ndarray | torch.Tensor | None = None,
+        reader: Callable[..., tuple[Any, Any]] | None = None,
+        reader_kwargs: Mapping[str, Any] | None = None,
+        backend: str | None = None,
+        backend_options: Mapping[str, Any] | None = None,
+        tensor: torch.Tensor | np.ndarray | None = None,
+        path: str | os.PathLike[str] | None = None,
+        type: str | None = None,  # noqa: A002 (TorchIO's name)
+        **metadata: Any,
+    ) -> None:
+        if sum(x is not None for x in (source, tensor, path)) != 1:
+            raise VoxelflowTypeError(
+                f"{self.__class__.__name__}: pass exactly one of a source, tensor= or path="
+            )
+        source = source if source is not None else (tensor if tensor is not None else path)
+        if type is not None:
+            self.type = type
+        self.metadata: dict[str, Any] = dict(metadata)
+        self._affine = None if affine is None else _as_affine(affine)
+        self._data: torch.Tensor | None = None
+        self._fdata: np.ndarray | None = None
+        self._backend: BackendProtocol | None = None
+        self._path: str | None = None
+        self._open_args: tuple[Any, ...] | None = None
+
+        if isinstance(source, torch.Tensor | np.ndarray):
+            self._set_tensor(as_4d_tensor(source, what=self.__class__.__name__))
+        elif isinstance(source, nib.spatialimages.SpatialImage):
+            self._init_nibabel(source)
+        elif isinstance(source, str | os.PathLike):
+            self._path = os.fspath(source)
+            if "://" not in self._path and not os.path.exists(self._path):
+                raise VoxelflowFileNotFoundError(
+                    f"{self._path}: no such file or directory; check the path "
+                    f"(current directory: {os.getcwd()})"
+                )
+            self._open_args = (
+                reader,
+                dict(reader_kwargs or {}),
+                backend,
+                dict(backend_options or {}),
+            )
+        else:
+            raise VoxelflowTypeError(
+                f"{self.__class__.__name__}: unsupported source of type {source.__class__.__name__}; "
+                "pass a path, a URI, a torch.Tensor or np.ndarray (C, I, J, K), or a nibabel image"
+            )
+
+    # ------------------------------------------------------------ construction
+    def _set_tensor(self, tensor: torch.Tensor) -> None:
+        self._data = tensor
+        self._backend = TensorBackend(tensor, self.affine if self._affine is not None else None)
+
+    def _init_nibabel(self, image: nib.spatialimages.SpatialImage) -> None:
+        if self._affine is None:
+            self._affine = _as_affine(image.affine)
+        filename = image.get_filename()
+        if not image.in_memory and filename and not isinstance(image.dataobj, np.ndarray):
+            self._path = os.fspath(filename)
+            self._open_args = (None, {}, None, {})
+            return
+        array = np.asanyarray(image.dataobj)
+        if array.ndim == 3:
+            array = array[None]
+        elif array.ndim == 4:
+            array = np.moveaxis(array, -1, 0)
+        elif array.ndim == 5:
+            array = np.moveaxis(array.reshape(*array.shape[:3], -1, order="F"), -1, 0)
+        self._set_tensor(as_4d_tensor(np.ascontiguousarray(array), what="nibabel image"))
+
+    @classmethod
+    def _from_backend(cls, like: Image, backend: BackendProtocol, affine: np.ndarray) -> Image:
+        new = cls.__new__(cls)
+        new.__dict__.update(like.__dict__)
+        new.metadata = dict(like.metadata)
+        new._backend = backend
+        new._affine = affine
+        new._data = None
+        new._fdata = None
+        new._open_args = None
+        return new
+
+    def new_like(self, tensor: torch.Tensor, affine: np.ndarray | None = None) -> Image:
+        """A new in-memory image of the same class, type and metadata holding ``tensor``."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        new.metadata = dict(self.metadata)
+        new._affine = self.affine if affine is None else _as_affine(affine)
+        new._fdata = None
+        new._open_args = None
+        new._set_tensor(as_4d_tensor(tensor))
+        return new
+
+    # ------------------------------------------------------------------ backend
+    @property
+    def dataobj(self) -> BackendProtocol:
+        """The backend. ``dataobj[...]`` reads a region as a 4-D tensor without caching;
+        ``np.asarray(image.dataobj)`` reads the whole array without caching."""
+        if self._backend is None:
+            assert self._path is not None and self._open_args is not None
+            reader, reader_kwargs, backend, options = self._open_args
+            if reader is not None:
+                self._backend = _reader_backend(self._path, reader, reader_kwargs)
+            else:
+                self._backend = open_backend(self._path, backend=backend, **options)
+        return self._backend
+
+    @property
+    def path(self) -> Path | str | None:
+        """The file this image reads from (a ``str`` for URIs), or ``None``."""
+        if self._path is None:
+            return None
+        return self._path if "://" in self._path else Path(self._path)
+
+    # ------------------------------------------------------------------ header
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(C, I, J, K)``, from the header when not loaded."""
+        if self._data is not None:
+            return tuple(self._data.shape)  # type: ignore[return-value]
+        return tuple(self.dataobj.shape)  # type: ignore[return-value]
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return self.shape[1:]  # type: ignore[return-value]
+
+    @property
+    def num_channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4×4 ``float64`` voxel-to-world (RAS+) matrix."""
+        if self._affine is not None:
+            return self._affine
+        return np.asarray(self.dataobj.affine, dtype=np.float64)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along I, J, K in world units (mm)."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """World position of voxel (0, 0, 0)."""
+        return tuple(float(x) for x in self.affine[:3, 3])  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> tuple[str, str, str]:
+        """Axis codes, e.g. ``('R', 'A', 'S')``."""
+        return tuple(nib.aff2axcodes(self.affine))  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of ``data`` (after any scaling stored in the file)."""
+        if self._data is not None:
+            return self._data.dtype
+        return self.dataobj.dtype
+
+    @property
+    def memory(self) -> int:
+        """Bytes ``data`` occupies once loaded (known from the header)."""
+        return int(np.prod(self.shape)) * torch.empty((), dtype=self.dtype).element_size()
+
+    # ------------------------------------------------------------------ data
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the data is in memory (always true for tensor images)."""
+        return self._data is not None or self._fdata is not None
+
+    in_memory = is_loaded  # nibabel's name
+
+    @property
+    def data(self) -> torch.Tensor:
+        """The whole ``(C, I, J, K)`` tensor; loads and caches it on first access."""
+        self.load()
+        assert self._data is not None
+        return self._data
+
+    @data.setter
+    def data(self, tensor: torch.Tensor | np.ndarray) -> None:
+        self.set_data(tensor)
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self.data
+
+    def set_data(self, tensor: torch.Tensor | np.ndarray) -> None:
+        """Replace the data by ``tensor`` (the image becomes an in-memory image)."""
+        self._fdata = None
+        self._set_tensor(as_4d_tensor(tensor, what=self._label))
+
+    def load(self) -> None:
+        """Read the whole volume into memory (no-op when already loaded)."""
+        if self._data is None:
+            self._data = self.dataobj.read(None)
+
+    def unload(self) -> None:
+        """Drop the cache; an image with a file source goes back to lazy.
+
+        In-memory (tensor) images keep their data: there is nothing to reload it from.
+        """
+        if self._backend is not None and self._backend.in_memory:
+            self._fdata = None
+            return
+        self._data = None
+        self._fdata = None
+        release = getattr(self._backend, "release", None)
+        if release is not None:
+            release()
+
+    uncache = unload  # nibabel's name
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (on the CPU)."""
+        return self.data.detach().cpu().numpy()
+
+    def get_fdata(self, caching: Caching = "fill", dtype: Any = np.float64) -> np.ndarray:
+        """Floating-point ``(C, I, J, K)`` array, with nibabel's caching rules.
+
+        ``caching="fill"`` keeps the array, so the next call returns the same
+        object; ``"unchanged"`` leaves an unloaded image unloaded.
+        """
+        check_choice("caching", caching, ("fill", "unchanged"))
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise VoxelflowValueError(f"get_fdata: dtype must be a floating type, got {dtype}")
+        if self._fdata is not None and self._fdata.dtype == dtype:
+            return self._fdata
+        source = self._data if self._data is not None else self.dataobj.read(None)
+        array = source.detach().cpu().numpy()
+        array = array if array.dtype == dtype else array.astype(dtype)
+        if caching == "fill":
+            self._fdata = array
+        return array
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    # ------------------------------------------------------------------ slicing
+    def __getitem__(self, key: Any) -> Image:
+        """A new image of the region, affine moved to its first voxel; reads nothing if lazy."""
+        ranges = normalize_index(key, self.shape, what=self._label)
+        affine = region_affine(self.affine, ranges)
+        if self._data is not None:
+            box, flips = to_box(ranges)
+            region = self._data[box]
+            return self.new_like(region.flip(flips) if flips else region.clone(), affine)
+        return self._from_backend(self, WindowBackend(self.dataobj, ranges), affine)
+
+    # ------------------------------------------------------------------ output
+    def save(self, path: str | os.PathLike[str], **options: Any) -> None:
+        """Write to ``path``; the format follows the extension (``.nii``, ``.nii.gz``,
+        ``.nii.zarr``, or any format SimpleITK writes). Unknown options raise."""
+        find_writer(path)(self, os.fspath(path), **options)
+
+    # ------------------------------------------------------------------ misc
+    @property
+    def _label(self) -> str:
+        return self._path or self.__class__.__name__
+
+    def __repr__(self) -> str:
+        try:
+            shape = self.shape
+            spacing = ", ".join(f"{s:.2f}" for s in self.spacing)
+            details = (
+                f"shape: {shape}; spacing: ({spacing}); orientation: {''.join(self.orientation)}+; "
+                f"dtype: {str(self.dtype).replace('torch.', '')}; "
+                f"memory: {_pretty_bytes(self.memory)}"
+            )
+        except Exception as error:  # a repr must never raise
+            details = f"unreadable: {error}"
+        where = f'; path: "{self._path}"' if self._path else ""
+        state = "" if self.is_loaded else "; lazy"
+        return f"{self.__class__.__name__}({details}{where}{state})"
+
+
+class ScalarImage(Image):
+    """An intensity image (MRI, CT, probability maps): transforms may interpolate it.
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> tio.ScalarImage(torch.rand(1, 8, 8, 8)).type
+        'intensity'
+    """
+
+    type = INTENSITY
+
+
+class LabelMap(Image):
+    """A label map (segmentation): never interpolated or noised by transforms.
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> tio.LabelMap(torch.zeros(1, 8, 8, 8, dtype=torch.uint8)).type
+        'label'
+    """
+
+    type = LABEL
+
+
+# ---------------------------------------------------------------------- helpers
+def _as_affine(affine: Any) -> np.ndarray:
+    array = np.asarray(
+        affine.cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64
+    )
+    if array.shape != (4, 4):
+        raise VoxelflowValueError(f"affine must be a 4×4 matrix, got shape {array.shape}")
+    return array
+
+
+def _reader_backend(path: str, reader: Callable[..., Any], kwargs: dict[str, Any]) -> Backend:
+    result = reader(path, **kwargs)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise VoxelflowTypeError(
+            f"{path}: a reader must return (array, affine), got {result.__class__.__name__}"
+        )
+    array, affine = result
+    affine = np.eye(4) if affine is None else _as_affine(affine)
+    if isinstance(array, torch.Tensor | np.ndarray) and not isinstance(array, np.memmap):
+        if array.ndim == 3:
+            array = array[None]
+        return TensorBackend(as_4d_tensor(array, what=path), affine)
+    return ArrayLikeBackend(array, affine, path=path)
+
+
+def _pretty_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{n} B"
