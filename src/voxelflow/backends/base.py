@@ -104,7 +104,10 @@ class Backend:
     def __getitem__(self, key: Any) -> torch.Tensor:
         ranges = normalize_index(key, self.shape, what=self._label())
         box, flips = to_box(ranges)
-        whole = all(s.start == 0 and s.stop == n and s.step == 1 for s, n in zip(box, self.shape))
+        whole = all(
+            s.start == 0 and s.stop == n and s.step == 1
+            for s, n in zip(box, self.shape, strict=True)
+        )
         data = self.read(None if whole else box)
         return data.flip(flips) if flips else data
 
