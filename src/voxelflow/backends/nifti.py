@@ -102,9 +102,9 @@ class NiftiHeader:
                 "separate channels of a numeric type"
             )
         # nibabel moves scl_slope/scl_inter from the header into the proxy on load.
-        proxy = image.dataobj
+        proxy: Any = image.dataobj
         slope, inter = getattr(proxy, "slope", None), getattr(proxy, "inter", None)
-        data_path = image.file_map["image"].filename
+        data_path = image.file_map["image"].filename or path
         return cls(
             path=path,
             data_path=os.fspath(data_path),
@@ -159,6 +159,8 @@ class NiftiBackend(Backend):
         >>> image.dataobj[:, 10:12, 20:23, 5].shape
         torch.Size([1, 2, 3, 1])
     """
+
+    path: str
 
     def __init__(self, path: str | os.PathLike[str], header: NiftiHeader | None = None) -> None:
         self.header = header or NiftiHeader.read(path)

@@ -76,6 +76,8 @@ class SimpleITKBackend(Backend):
 
     region_reads = False
 
+    path: str
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._files = self._find_files(self.path)

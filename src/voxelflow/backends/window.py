@@ -18,6 +18,9 @@ class WindowBackend(Backend):
     chain of slices costs one read.
     """
 
+    parent: BackendProtocol
+    ranges: Ranges
+
     def __init__(self, parent: BackendProtocol, ranges: Ranges) -> None:
         if isinstance(parent, WindowBackend):
             ranges = compose(parent.ranges, ranges)
@@ -59,7 +62,5 @@ class WindowBackend(Backend):
         return data
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **self.parent.describe(),
-            "window": [(r.start, r.stop, r.step) for r in self.ranges],
-        }  # type: ignore[attr-defined]
+        describe = getattr(self.parent, "describe", dict)
+        return {**describe(), "window": [(r.start, r.stop, r.step) for r in self.ranges]}

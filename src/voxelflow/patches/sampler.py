@@ -27,6 +27,7 @@ TypeTriplet = tuple[int, int, int]
 
 def to_triplet(value: int | Sequence[int], name: str = "patch_size") -> TypeTriplet:
     """``64`` → ``(64, 64, 64)``; three ints stay; anything else raises."""
+    values: tuple[int, ...]
     if isinstance(value, int | np.integer):
         values = (int(value),) * 3
     else:
