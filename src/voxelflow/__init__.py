@@ -22,7 +22,7 @@ from voxelflow.backends import (
 )
 from voxelflow.batch import ImagesBatch, SubjectsBatch
 from voxelflow.image import INTENSITY, LABEL, Image, LabelMap, ScalarImage
-from voxelflow.patches import PatchLocation
+from voxelflow.patches import GridSampler, PatchAggregator, PatchLocation
 from voxelflow.subject import Subject
 
 __version__ = "0.1.0"
@@ -30,10 +30,12 @@ __version__ = "0.1.0"
 __all__ = [
     "INTENSITY",
     "LABEL",
+    "GridSampler",
     "Image",
     "ImagesBatch",
     "LabelMap",
     "MissingDependencyError",
+    "PatchAggregator",
     "PatchLocation",
     "ScalarImage",
     "Subject",
