@@ -46,7 +46,7 @@ from voxelflow._errors import (
 from voxelflow.batch import SubjectsBatch
 from voxelflow.image import Image, LabelMap, ScalarImage
 from voxelflow.patches.disk import DEFAULT_CHUNK, DiskAccumulator, ZarrVolume, label_dtype
-from voxelflow.patches.grid import grid_padding, parse_patch_overlap
+from voxelflow.patches.grid import grid_padding
 from voxelflow.patches.location import PatchLocation
 from voxelflow.patches.sampler import TypeTriplet, describe, to_triplet
 from voxelflow.patches.windows import UserWindow, user_window, window_3d
