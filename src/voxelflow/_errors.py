@@ -37,6 +37,14 @@ class VoxelflowKeyError(VoxelflowError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class VoxelflowPermissionError(VoxelflowError, PermissionError):
+    """Access to a file or remote object was refused (credentials, policy)."""
+
+
+class VoxelflowConnectionError(VoxelflowError, ConnectionError):
+    """A remote store could not be reached (after the bounded retries)."""
+
+
 class VoxelflowRuntimeError(VoxelflowError, RuntimeError):
     """Something failed while running (a worker, a conversion)."""
 

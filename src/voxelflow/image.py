@@ -56,6 +56,8 @@ class Image:
         backend: force a registered backend by name (see
             :func:`voxelflow.backends.register_backend`).
         backend_options: keyword arguments for the backend's factory.
+        level: pyramid level to open, for multi-resolution formats (``.nii.zarr``).
+        storage_options: fsspec options for remote URIs (``endpoint_url``, ``key``...).
         **metadata: kept in ``image.metadata``.
 
     Example:
@@ -83,6 +85,8 @@ class Image:
         tensor: torch.Tensor | np.ndarray | None = None,
         path: str | os.PathLike[str] | None = None,
         type: str | None = None,  # noqa: A002 (TorchIO's name)
+        level: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         **metadata: Any,
     ) -> None:
         if sum(x is not None for x in (source, tensor, path)) != 1:
@@ -90,6 +94,11 @@ class Image:
                 f"{self.__class__.__name__}: pass exactly one of a source, tensor= or path="
             )
         source = source if source is not None else (tensor if tensor is not None else path)
+        backend_options = dict(backend_options or {})
+        if level is not None:
+            backend_options["level"] = level
+        if storage_options is not None:
+            backend_options["storage_options"] = dict(storage_options)
         if type is not None:
             self.type = type
         self.metadata: dict[str, Any] = dict(metadata)

@@ -23,6 +23,12 @@ from voxelflow.backends.nifti import (
     is_nifti_path,
     write_nifti,
 )
+from voxelflow.backends.niftizarr import (
+    NiftiZarrBackend,
+    is_niftizarr_output,
+    is_niftizarr_source,
+    save_niftizarr,
+)
 from voxelflow.backends.registry import (
     Registration,
     backends,
@@ -34,13 +40,23 @@ from voxelflow.backends.registry import (
     unregister_writer,
     writers,
 )
+from voxelflow.backends.remote import (
+    RemoteNiftiBackend,
+    RemoteNiftiGzBackend,
+    is_remote_nifti,
+    is_remote_nifti_gz,
+)
 from voxelflow.backends.sitk import SimpleITKBackend, is_sitk_source, write_sitk
 from voxelflow.backends.window import WindowBackend
 
 register_backend("nifti", is_nifti_path, NiftiBackend, priority=20)
 register_backend("nifti-gz", is_nifti_gz_path, NiftiGzBackend, priority=20)
+register_backend("nifti-zarr", is_niftizarr_source, NiftiZarrBackend, priority=30)
+register_backend("nifti-remote", is_remote_nifti, RemoteNiftiBackend, priority=25)
+register_backend("nifti-gz-remote", is_remote_nifti_gz, RemoteNiftiGzBackend, priority=25)
 register_backend("simpleitk", is_sitk_source, SimpleITKBackend, priority=-100)
 register_writer("nifti", is_nifti_output, write_nifti, priority=20)
+register_writer("nifti-zarr", is_niftizarr_output, save_niftizarr, priority=30)
 register_writer("simpleitk", is_sitk_source, write_sitk, priority=-100)
 
 __all__ = [
@@ -50,7 +66,10 @@ __all__ = [
     "NiftiBackend",
     "NiftiGzBackend",
     "NiftiHeader",
+    "NiftiZarrBackend",
     "Registration",
+    "RemoteNiftiBackend",
+    "RemoteNiftiGzBackend",
     "SimpleITKBackend",
     "TensorBackend",
     "WindowBackend",
