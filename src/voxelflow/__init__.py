@@ -22,24 +22,60 @@ from voxelflow.backends import (
 )
 from voxelflow.batch import ImagesBatch, SubjectsBatch
 from voxelflow.image import INTENSITY, LABEL, Image, LabelMap, ScalarImage
-from voxelflow.patches import GridSampler, PatchAggregator, PatchLocation
+from voxelflow.patches import (
+    GridSampler,
+    LabelSampler,
+    PatchAggregator,
+    PatchLocation,
+    Queue,
+    UniformSampler,
+    WeightedSampler,
+)
 from voxelflow.subject import Subject
+from voxelflow.transforms import (
+    Clamp,
+    Compose,
+    Crop,
+    CropOrPad,
+    Flip,
+    Lambda,
+    Noise,
+    OneOf,
+    Pad,
+    RescaleIntensity,
+    Transform,
+    ZNormalization,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "INTENSITY",
     "LABEL",
+    "Clamp",
+    "Compose",
+    "Crop",
+    "CropOrPad",
+    "Flip",
     "GridSampler",
     "Image",
     "ImagesBatch",
     "LabelMap",
+    "LabelSampler",
+    "Lambda",
     "MissingDependencyError",
+    "Noise",
+    "OneOf",
+    "Pad",
     "PatchAggregator",
     "PatchLocation",
+    "Queue",
+    "RescaleIntensity",
     "ScalarImage",
     "Subject",
     "SubjectsBatch",
+    "Transform",
+    "UniformSampler",
     "VoxelflowError",
     "VoxelflowFileNotFoundError",
     "VoxelflowIndexError",
@@ -47,6 +83,8 @@ __all__ = [
     "VoxelflowRuntimeError",
     "VoxelflowTypeError",
     "VoxelflowValueError",
+    "WeightedSampler",
+    "ZNormalization",
     "register_backend",
     "register_writer",
     "unregister_backend",

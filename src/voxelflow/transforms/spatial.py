@@ -1,0 +1,232 @@
+"""Spatial transforms that never interpolate: ``Flip``, ``Crop``, ``Pad``, ``CropOrPad``.
+
+Label maps go through the same voxel moves as intensities (no resampling, so
+no interpolation); ``Pad`` fills label maps with 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from voxelflow._errors import VoxelflowValueError
+from voxelflow.image import LABEL, Image
+from voxelflow.patches.sampler import PADDING_MODES, parse_padding_mode
+from voxelflow.subject import Subject
+from voxelflow.transforms.transform import Transform, image_tensor
+
+Bounds = tuple[int, int, int, int, int, int]
+
+
+def parse_bounds(value: int | Sequence[int], name: str) -> Bounds:
+    """``n`` → six ``n``; ``(a, b, c)`` → ``(a, a, b, b, c, c)``; six ints stay."""
+    values = (int(value),) if isinstance(value, int | np.integer) else tuple(int(v) for v in value)
+    if len(values) == 1:
+        values = values * 6
+    elif len(values) == 3:
+        values = tuple(v for v in values for _ in range(2))
+    if len(values) != 6 or any(v < 0 for v in values):
+        raise VoxelflowValueError(
+            f"{name} must be one, three or six non-negative ints (before/after along I, J, K), "
+            f"got {value!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def shifted_affine(affine: np.ndarray, shift: Sequence[int]) -> np.ndarray:
+    """The affine of a grid whose voxel 0 is voxel ``shift`` of the old grid."""
+    new = affine.copy()
+    new[:3, 3] = affine[:3, :3] @ np.asarray(shift, dtype=np.float64) + affine[:3, 3]
+    return new
+
+
+class Flip(Transform):
+    """Reverse the order of voxels along spatial ``axes`` (0, 1, 2 for I, J, K).
+
+    The affine is kept: the content is mirrored in world space (augmentation).
+    Patchwise: flipping a patch equals cutting it from a flipped volume's mirror.
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> flipped = tio.Flip(axes=(1,))(torch.arange(4.0).reshape(1, 1, 4, 1))
+        >>> flipped.flatten().tolist()
+        [3.0, 2.0, 1.0, 0.0]
+    """
+
+    def __init__(self, axes: int | Sequence[int] = (0,), **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        axes = (axes,) if isinstance(axes, int | np.integer) else tuple(axes)
+        if not axes or any(int(a) not in (0, 1, 2) for a in axes):
+            raise VoxelflowValueError(
+                f"Flip: axes must be spatial axes among 0, 1, 2 (I, J, K), got {axes!r}"
+            )
+        self.axes = tuple(sorted({int(a) for a in axes}))
+
+    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+        dims = [a + 1 for a in self.axes]
+        return self.replace(
+            subject,
+            {
+                name: image.new_like(image_tensor(image).flip(dims))
+                for name, image in self.images_to_transform(subject).items()
+            },
+        )
+
+    def __repr__(self) -> str:
+        return f"Flip(axes={self.axes}, p={self.p})"
+
+
+class Crop(Transform):
+    """Remove voxels at the borders: ``cropping`` is one, three or six ints
+    (``(i_before, i_after, j_before, j_after, k_before, k_after)``).
+
+    Lazy images stay lazy (the crop is a window on the file).
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> tio.Crop((1, 0, 2))(torch.rand(1, 5, 6, 7)).shape
+        torch.Size([1, 3, 6, 3])
+    """
+
+    patchwise = False
+
+    def __init__(self, cropping: int | Sequence[int], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.cropping = parse_bounds(cropping, "cropping")
+
+    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+        return crop_subject(self, subject, self.cropping)
+
+    def __repr__(self) -> str:
+        return f"Crop(cropping={self.cropping}, p={self.p})"
+
+
+def crop_subject(transform: Transform, subject: Subject, bounds: Bounds) -> Subject:
+    if not any(bounds):
+        return subject
+    images = transform.images_to_transform(subject)
+    if not images:
+        return subject
+    shape = subject.spatial_shape
+    slices = []
+    for axis, size in enumerate(shape):
+        before, after = bounds[2 * axis], bounds[2 * axis + 1]
+        if before + after >= size:
+            raise VoxelflowValueError(
+                f"{type(transform).__name__}: cropping {before}+{after} voxels leaves nothing of "
+                f"axis {axis} (size {size}); crop less"
+            )
+        slices.append(slice(before, size - after))
+    return transform.replace(
+        subject, {name: image[(slice(None), *slices)] for name, image in images.items()}
+    )
+
+
+class Pad(Transform):
+    """Add voxels at the borders: ``padding`` is one, three or six ints.
+
+    Args:
+        padding_mode: a number (constant value for intensities; label maps get
+            0) or ``"constant"``, ``"edge"``, ``"reflect"``, ``"symmetric"``.
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> tio.Pad((1, 0, 0), padding_mode=5)(torch.zeros(1, 2, 1, 1)).flatten().tolist()
+        [5.0, 0.0, 0.0, 5.0]
+    """
+
+    patchwise = False
+
+    def __init__(
+        self, padding: int | Sequence[int], padding_mode: str | float = 0, **kwargs: object
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.padding = parse_bounds(padding, "padding")
+        self.padding_mode = parse_padding_mode(padding_mode)
+
+    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+        return pad_subject(self, subject, self.padding, self.padding_mode)
+
+    def __repr__(self) -> str:
+        return f"Pad(padding={self.padding}, padding_mode={self.padding_mode!r}, p={self.p})"
+
+
+def pad_tensor(tensor: torch.Tensor, bounds: Bounds, mode: str | float | None) -> torch.Tensor:
+    """``tensor`` (C, I, J, K) padded by ``bounds`` with ``mode`` (a number: constant)."""
+    if mode is None or isinstance(mode, int | float) or mode == "constant":
+        value = 0 if mode is None or mode == "constant" else mode
+        shape = [tensor.shape[0]] + [
+            n + bounds[2 * a] + bounds[2 * a + 1] for a, n in enumerate(tensor.shape[1:])
+        ]
+        out = torch.full(shape, value, dtype=tensor.dtype, device=tensor.device)
+        inner = tuple(
+            slice(bounds[2 * a], bounds[2 * a] + n) for a, n in enumerate(tensor.shape[1:])
+        )
+        out[(slice(None), *inner)] = tensor
+        return out
+    widths = [(0, 0)] + [(bounds[2 * a], bounds[2 * a + 1]) for a in range(3)]
+    padded = np.pad(tensor.cpu().numpy(), widths, mode=mode)  # type: ignore[call-overload]
+    return torch.from_numpy(padded).to(tensor.device)
+
+
+def pad_subject(
+    transform: Transform, subject: Subject, bounds: Bounds, mode: str | float | None
+) -> Subject:
+    if not any(bounds):
+        return subject
+    new: dict[str, Image] = {}
+    for name, image in transform.images_to_transform(subject).items():
+        image_mode = 0 if image.type == LABEL and isinstance(mode, int | float) else mode
+        data = pad_tensor(image_tensor(image), bounds, image_mode)
+        new[name] = image.new_like(data, shifted_affine(image.affine, [-b for b in bounds[::2]]))
+    return transform.replace(subject, new)
+
+
+class CropOrPad(Transform):
+    """Crop or pad each axis (centred) to ``target_shape``.
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> tio.CropOrPad((4, 4, 4))(torch.rand(1, 6, 3, 4)).shape
+        torch.Size([1, 4, 4, 4])
+    """
+
+    patchwise = False
+
+    def __init__(
+        self,
+        target_shape: int | Sequence[int],
+        padding_mode: str | float = 0,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        shape = (
+            (int(target_shape),) * 3
+            if isinstance(target_shape, int | np.integer)
+            else tuple(int(s) for s in target_shape)
+        )
+        if len(shape) != 3 or any(s <= 0 for s in shape):
+            raise VoxelflowValueError(
+                f"CropOrPad: target_shape must be an int or three positive ints, got {target_shape!r}"
+            )
+        self.target_shape = shape
+        self.padding_mode = parse_padding_mode(padding_mode)
+
+    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+        crop, pad = [], []
+        for size, target in zip(subject.spatial_shape, self.target_shape, strict=True):
+            diff = size - target
+            amount = abs(diff)
+            before, after = amount // 2, amount - amount // 2
+            crop += [before, after] if diff > 0 else [0, 0]
+            pad += [before, after] if diff < 0 else [0, 0]
+        subject = crop_subject(self, subject, tuple(crop))  # type: ignore[arg-type]
+        return pad_subject(self, subject, tuple(pad), self.padding_mode)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"CropOrPad(target_shape={self.target_shape}, p={self.p})"
+
+
+__all__ = ["PADDING_MODES", "Crop", "CropOrPad", "Flip", "Pad"]
