@@ -54,7 +54,7 @@ class ImagesBatch:
                 f"ImagesBatch: images of different shapes cannot be stacked: {sorted(shapes)}; "
                 "sample patches of one size, or crop or pad the images to a common shape"
             )
-        data = torch.stack([image.data for image in images])
+        data = torch.stack([_read(image) for image in images])
         affines = np.stack([image.affine for image in images])
         first = images[0]
         return cls(
@@ -183,6 +183,12 @@ class SubjectsBatch:
             f"SubjectsBatch(batch_size: {self.batch_size}; images: {tuple(self.images)}; "
             f"metadata: {tuple(self.metadata)})"
         )
+
+
+def _read(image: Image) -> torch.Tensor:
+    """The image's tensor; a lazy image is read without caching (the caller's stays lazy)."""
+    data = getattr(image, "_data", None)
+    return data if data is not None else image.dataobj.read(None)
 
 
 def collate_subjects(subjects: Sequence[Subject]) -> SubjectsBatch:
