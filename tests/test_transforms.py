@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from tests.conftest import assert_affine_follows, random_affine
 
 import voxelflow as tio
+from conftest import assert_affine_follows, random_affine
 
 
 @pytest.fixture
