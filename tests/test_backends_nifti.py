@@ -1,0 +1,212 @@
+"""NIfTI backends (``.nii`` memory map, ``.nii.gz`` stream) against nibabel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from nibabel.testing import data_path
+
+import voxelflow as tio
+from conftest import nifti_to_cijk, random_affine
+from voxelflow.backends import NiftiBackend, NiftiGzBackend, NiftiHeader, open_backend
+
+REAL_FILES = [
+    "anatomical.nii",  # big-endian int16
+    "functional.nii",  # 4-D int16 with scl_slope / scl_inter
+    "example4d.nii.gz",
+    "example_nifti2.nii.gz",
+    "standard.nii.gz",
+]
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_real_files_equal_nibabel(name: str) -> None:
+    path = os.path.join(data_path, name)
+    reference = nib.load(path)
+    expected = nifti_to_cijk(np.asarray(reference.dataobj))
+    image = tio.ScalarImage(path)
+    assert image.shape == expected.shape
+    np.testing.assert_array_equal(image.affine, reference.affine)
+    if name == "functional.nii":  # scaled: nibabel gives float64, voxelflow float32
+        assert expected.dtype == np.float64 and image.dtype == torch.float32
+        rtol = 2.4e-7  # within float32 rounding (2**-22) of nibabel's float64
+    else:
+        assert (
+            image.dtype == torch.from_numpy(expected.astype(expected.dtype.newbyteorder("="))).dtype
+        )
+        rtol = 0.0  # bit-identical
+    np.testing.assert_allclose(image.numpy(), expected, rtol=rtol, atol=0)
+    # A region read equals the same region of nibabel's array.
+    region = image.dataobj[:, 1:-1:2, ::-3, 1:]
+    np.testing.assert_allclose(region.numpy(), expected[:, 1:-1:2, ::-3, 1:], rtol=rtol, atol=0)
+
+
+def test_real_scaled_file_matches_get_fdata() -> None:
+    path = os.path.join(data_path, "functional.nii")
+    image = tio.ScalarImage(path)
+    assert image.dtype == torch.float32
+    reference = nifti_to_cijk(nib.load(path).get_fdata())
+    np.testing.assert_allclose(image.numpy(), reference, rtol=1e-6, atol=1e-3)
+    assert image.data.dtype == image.dtype
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("cls", [nib.Nifti1Image, nib.Nifti2Image])
+def test_scaled_int16(tmp_path: Path, rng: np.random.Generator, suffix: str, cls: type) -> None:
+    raw = rng.integers(-3000, 3000, size=(6, 7, 8)).astype(np.int16)
+    image = cls(raw, random_affine(rng))
+    image.header.set_slope_inter(0.37, -12.5)
+    path = tmp_path / f"scaled{suffix}"
+    nib.save(image, path)
+    reference = nib.load(path)
+    assert reference.dataobj.slope == pytest.approx(0.37)  # nibabel kept the scaling
+    expected = reference.get_fdata()[None]
+
+    lazy = tio.ScalarImage(path)
+    assert lazy.dtype == torch.float32  # reported before reading, and what reads return
+    np.testing.assert_allclose(lazy.numpy(), expected, rtol=1e-6, atol=1e-3)
+    assert lazy.data.dtype == lazy.dtype
+    region = tio.ScalarImage(path)[:, 1:4, ::-2, 5]
+    assert region.dtype == torch.float32
+    np.testing.assert_allclose(region.numpy(), expected[:, 1:4, ::-2, 5:6], rtol=1e-6, atol=1e-3)
+    # Scaled values are not integral: the test would fail if scaling were skipped.
+    assert not np.allclose(lazy.numpy(), np.round(lazy.numpy()))
+
+
+def test_scaled_float64_stays_float64(tmp_path: Path) -> None:
+    raw = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    image = nib.Nifti1Image(raw, np.eye(4))
+    image.header.set_slope_inter(2.0, 1.0)
+    nib.save(image, tmp_path / "f64.nii")
+    loaded = tio.ScalarImage(tmp_path / "f64.nii")
+    assert loaded.dtype == torch.float64
+    np.testing.assert_array_equal(loaded.numpy()[0], raw * 2 + 1)
+
+
+def test_unscaled_slope_one_keeps_raw_dtype(tmp_path: Path) -> None:
+    raw = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    image = nib.Nifti1Image(raw, np.eye(4))
+    image.header.set_slope_inter(1.0, 0.0)
+    nib.save(image, tmp_path / "u8.nii")
+    assert tio.LabelMap(tmp_path / "u8.nii").dtype == torch.uint8
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("cls", [nib.Nifti1Image, nib.Nifti2Image])
+@pytest.mark.parametrize(
+    "file_shape",
+    [(5, 6, 7), (5, 6, 7, 4), (5, 6, 7, 1, 3), (5, 6, 7, 2, 3)],
+    ids=["3d", "4d", "5d-vector", "5d-time-vector"],
+)
+def test_layouts_and_versions(
+    tmp_path: Path,
+    rng: np.random.Generator,
+    suffix: str,
+    cls: type,
+    file_shape: tuple[int, ...],
+) -> None:
+    array = rng.normal(size=file_shape).astype(np.float32)
+    affine = random_affine(rng)
+    path = tmp_path / f"layout{suffix}"
+    nib.save(cls(array, affine), path)
+    image = tio.ScalarImage(path)
+    expected = nifti_to_cijk(array)
+    channels = int(np.prod(file_shape[3:]))
+    assert image.shape == (channels, 5, 6, 7)
+    np.testing.assert_allclose(image.affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(image.numpy(), expected)
+    np.testing.assert_array_equal(
+        image.dataobj[-1, 1:3, 2, ::-1].numpy(), expected[-1:, 1:3, 2:3, ::-1]
+    )
+    backend = image.dataobj
+    assert isinstance(backend, NiftiGzBackend if suffix == ".nii.gz" else NiftiBackend)
+    assert backend.header.version == (2 if cls is nib.Nifti2Image else 1)  # type: ignore[attr-defined]
+    assert backend.describe()["format"].startswith(f"NIfTI-{backend.header.version}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("dtype", [">i2", ">f4", ">f8", ">u2", "<i4"])
+def test_byte_orders(tmp_path: Path, rng: np.random.Generator, dtype: str) -> None:
+    array = (rng.normal(size=(4, 5, 6)) * 100).astype(dtype)
+    image = nib.Nifti1Image(array, np.eye(4))
+    image.header.set_data_dtype(np.dtype(dtype))
+    path = tmp_path / "endian.nii"
+    nib.save(image, path)
+    assert nib.load(path).get_data_dtype().byteorder in ("<", ">", "=", "|")
+    loaded = tio.ScalarImage(path)
+    assert loaded.dtype == torch.from_numpy(array.astype(np.dtype(dtype).newbyteorder("="))).dtype
+    np.testing.assert_array_equal(loaded.numpy()[0], np.asarray(nib.load(path).dataobj))
+    np.testing.assert_array_equal(loaded[:, 1:3, ::-1].numpy()[0], array[1:3, ::-1])
+
+
+def test_big_endian_file_from_nibabel_header(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A header whose whole byte order is big-endian (as anatomical.nii is)."""
+    array = rng.integers(-500, 500, size=(4, 5, 6)).astype(np.int16)
+    header = nib.Nifti1Header(endianness=">")
+    header.set_data_dtype(np.int16)
+    nib.save(nib.Nifti1Image(array, np.eye(4), header), tmp_path / "be.nii")
+    assert nib.load(tmp_path / "be.nii").header.endianness == ">"
+    np.testing.assert_array_equal(tio.ScalarImage(tmp_path / "be.nii").numpy()[0], array)
+
+
+@pytest.mark.parametrize("cls", [nib.Nifti1Pair, nib.Nifti2Pair])
+def test_hdr_img_pairs(tmp_path: Path, rng: np.random.Generator, cls: type) -> None:
+    array = rng.normal(size=(5, 6, 7, 2)).astype(np.float32)
+    affine = random_affine(rng)
+    nib.save(cls(array, affine), tmp_path / "pair.img")
+    assert (tmp_path / "pair.hdr").exists()
+    for name in ("pair.hdr", "pair.img"):
+        image = tio.ScalarImage(tmp_path / name)
+        assert isinstance(image.dataobj, NiftiBackend)
+        np.testing.assert_array_equal(image.numpy(), nifti_to_cijk(array))
+        np.testing.assert_allclose(image.affine, affine, atol=1e-6)
+        np.testing.assert_array_equal(image[:, 2].numpy(), nifti_to_cijk(array)[:, 2:3])
+
+
+def test_header_values(tmp_path: Path) -> None:
+    raw = np.zeros((3, 4, 5, 2), dtype=np.int16)
+    image = nib.Nifti1Image(raw, np.diag([2.0, 3.0, 4.0, 1.0]))
+    image.header.set_slope_inter(0.5, 3.0)
+    nib.save(image, tmp_path / "h.nii")
+    header = NiftiHeader.read(tmp_path / "h.nii")
+    assert header.file_shape == (3, 4, 5, 2)
+    assert header.shape == (2, 3, 4, 5) and header.flat_shape == (3, 4, 5, 2)
+    assert header.raw_dtype == np.int16 and header.dtype == np.float32
+    assert (header.slope, header.inter) == (0.5, 3.0)
+    assert header.offset == nib.load(tmp_path / "h.nii").dataobj.offset
+    assert header.data_nbytes == raw.nbytes
+    assert header.version == 1
+    np.testing.assert_array_equal(header.affine, np.diag([2.0, 3.0, 4.0, 1.0]))
+
+
+def test_region_read_returns_owned_contiguous_copy(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    array = rng.integers(-100, 100, size=(6, 7, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / "o.nii")
+    backend = open_backend(tmp_path / "o.nii")
+    box = (slice(0, 1, 1), slice(1, 5, 2), slice(0, 7, 1), slice(2, 3, 1))
+    region = backend.read(box)
+    assert region.shape == (1, 2, 7, 1)
+    region += 1  # writable, and the file is untouched
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "o.nii").dataobj), array)
+    np.testing.assert_array_equal(region.numpy()[0] - 1, array[1:5:2, :, 2:3])
+
+
+def test_gz_backend_pickles_and_reads_regions(tmp_path: Path, rng: np.random.Generator) -> None:
+    import pickle
+
+    array = rng.normal(size=(9, 8, 7, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / "g.nii.gz")
+    backend: Any = open_backend(tmp_path / "g.nii.gz")
+    assert isinstance(backend, NiftiGzBackend)
+    copy = pickle.loads(pickle.dumps(backend))
+    np.testing.assert_array_equal(
+        copy[1, 3:, :2, -1].numpy(), nifti_to_cijk(array)[1:2, 3:, :2, -1:]
+    )
+    assert backend.describe()["format"] == "NIfTI-1 (gzip)"
