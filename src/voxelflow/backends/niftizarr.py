@@ -999,7 +999,7 @@ def _triple(name: str, value: int | Sequence[int], path: str) -> tuple[int, int,
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
-class _Source:
+class SlabSource:
     """Reads slabs of an image in zarr order, raw values + header when the file allows."""
 
     def __init__(self, image: Any, label: bool) -> None:
@@ -1061,8 +1061,8 @@ class _Source:
             header.set_intent("label")
         return header
 
-    def read(self, k0: int, k1: int) -> np.ndarray:
-        """Slices ``k0:k1`` (along K) in zarr order, as the stored dtype."""
+    def read_cijk(self, k0: int, k1: int) -> np.ndarray:
+        """Slices ``k0:k1`` (along K) as ``(C, I, J, k)`` values of the stored dtype."""
         channels, i, j, _ = self.image.shape
         box = (slice(0, channels, 1), slice(0, i, 1), slice(0, j, 1), slice(k0, k1, 1))
         if self.raw:
@@ -1074,8 +1074,11 @@ class _Source:
             if tensor.dtype in (torch.float16, torch.bfloat16, torch.bool):
                 tensor = tensor.float() if tensor.dtype != torch.bool else tensor.to(torch.uint8)
             data = tensor.detach().cpu().numpy()
-        out = np.ascontiguousarray(self.layout.to_zarr(data))
-        return out if out.dtype == self.dtype else out.astype(self.dtype)
+        return data if data.dtype == self.dtype else data.astype(self.dtype)
+
+    def read(self, k0: int, k1: int) -> np.ndarray:
+        """Slices ``k0:k1`` (along K) in zarr order, C-contiguous, as the stored dtype."""
+        return np.ascontiguousarray(self.layout.to_zarr(self.read_cijk(k0, k1)))
 
 
 class _Writer:
@@ -1123,7 +1126,7 @@ class _Writer:
         self.method = method
         self.zarr_format = int(zarr_format)
         self.progress = progress
-        self.source = _Source(image, self.label)
+        self.source = SlabSource(image, self.label)
         spatial = tuple(image.shape[1:])
         self.spatial_zyx = spatial[::-1]
         chunk_zyx = self.chunk_ijk[::-1]

@@ -11,11 +11,13 @@ import typer
 from voxelflow.cli._app import app, run_guarded
 
 
-def describe(source: str) -> dict[str, Any]:
+def describe(
+    source: str, level: int | None = None, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Header facts about ``source`` (reads no voxel data)."""
     from voxelflow.image import Image, _pretty_bytes
 
-    image = Image(source)
+    image = Image(source, level=level, storage_options=storage_options)
     backend = image.dataobj
     facts: dict[str, Any] = {
         "path": source,
@@ -46,9 +48,21 @@ def info(
         ..., help="Path or URI of a volume (.nii, .nii.gz, .nii.zarr, .nrrd, ...)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    level: int | None = typer.Option(None, help="Pyramid level of a .nii.zarr store."),
+    storage_option: list[str] | None = typer.Option(  # noqa: B008 (typer idiom)
+        None,
+        "--storage-option",
+        "-s",
+        help="fsspec option for a remote URI, KEY=VALUE (repeatable), e.g. -s anon=true.",
+    ),
 ) -> None:
-    """Show shape, dtype, spacing, orientation, affine and storage facts, reading headers only."""
-    facts = run_guarded(describe, source)
+    """Show shape, dtype, spacing, orientation, affine and storage facts, reading headers only.
+
+    For .nii.zarr: chunking, shards, codecs, pyramid levels and size on disk too.
+    """
+    from voxelflow.cli.convert import parse_storage_options
+
+    facts = run_guarded(describe, source, level, parse_storage_options(storage_option))
     if as_json:
         typer.echo(json.dumps(facts, indent=2, default=str))
         return
