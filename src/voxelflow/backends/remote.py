@@ -164,7 +164,13 @@ class RemoteNiftiBackend(Backend):
         self.retries = int(retries)
         self._fs, self._key = filesystem(uri, self.storage_options)
         raw = _retrying(
-            uri, "read the header", self.retries, self._fs.cat_file, self._key, 0, _HEADER_PROBE
+            uri,
+            "read the header",
+            self.retries,
+            self._fs.cat_file,
+            self._key,
+            start=0,
+            end=_HEADER_PROBE,
         )
         self.header = _parse_header(uri, raw)
         self.shape = self.header.shape
@@ -309,7 +315,7 @@ class RemoteNiftiGzBackend(Backend):
         self.retries = int(retries)
         self._fs, self._key = filesystem(uri, self.storage_options)
         probe = _retrying(
-            uri, "read the header", self.retries, self._fs.cat_file, self._key, 0, 65536
+            uri, "read the header", self.retries, self._fs.cat_file, self._key, start=0, end=65536
         )
         if probe[:2] != b"\x1f\x8b":
             raise VoxelflowValueError(
