@@ -97,7 +97,7 @@ def read_region(image: Image, slices: Sequence[slice]) -> torch.Tensor:
     data = getattr(image, "_data", None)
     if data is not None:
         return data[key]  # type: ignore[no-any-return]
-    return image.dataobj[key]
+    return image.dataobj[key]  # type: ignore[index,no-any-return]
 
 
 def private_copy(subject: Subject, load: Callable[[Image], bool] | None = None) -> Subject:
@@ -697,10 +697,10 @@ class LabelSampler(_TableSampler):
 
         def mask(values: np.ndarray, cls: Any) -> np.ndarray:
             if channels == 1:
-                return values[0] != 0 if cls == "foreground" else values[0] == cls
+                return np.asarray(values[0] != 0 if cls == "foreground" else values[0] == cls)
             if cls == "foreground":
-                return (values[1:] > 0).any(axis=0)
-            return values[cls] > 0
+                return np.asarray((values[1:] > 0).any(axis=0))
+            return np.asarray(values[cls] > 0)
 
         def masses(slab: np.ndarray) -> list[np.ndarray]:
             return [mask(slab, cls) for cls in classes]

@@ -12,13 +12,14 @@ from voxelflow.transforms.transform import Transform
 
 
 def _check_transforms(owner: str, transforms: Sequence[object]) -> list[Transform]:
-    checked = list(transforms)
-    for transform in checked:
+    checked: list[Transform] = []
+    for transform in transforms:
         if not isinstance(transform, Transform):
             raise VoxelflowTypeError(
                 f"{owner}: every element must be a voxelflow transform, got "
                 f"{type(transform).__name__}; wrap functions with tio.Lambda"
             )
+        checked.append(transform)
     return checked
 
 

@@ -190,7 +190,7 @@ class ZNormalization(IntensityTransform):
 
     def map(self, image: Image, subject: Subject, generator: torch.Generator) -> torch.Tensor:
         data = as_float(image_tensor(image))
-        label = image.path or "image"
+        label = str(image.path or "image")
         if self.mean is not None and self.std is not None:
             mean, std = self.mean, self.std
         else:

@@ -156,7 +156,7 @@ class Pad(Transform):
 def pad_tensor(tensor: torch.Tensor, bounds: Bounds, mode: str | float | None) -> torch.Tensor:
     """``tensor`` (C, I, J, K) padded by ``bounds`` with ``mode`` (a number: constant)."""
     if mode is None or isinstance(mode, int | float) or mode == "constant":
-        value = 0 if mode is None or mode == "constant" else mode
+        value = 0.0 if mode is None or isinstance(mode, str) else float(mode)
         shape = [tensor.shape[0]] + [
             n + bounds[2 * a] + bounds[2 * a + 1] for a, n in enumerate(tensor.shape[1:])
         ]
