@@ -143,7 +143,7 @@ class ZNormalization(IntensityTransform):
         >>> import torch, voxelflow as tio
         >>> out = tio.ZNormalization()(torch.tensor([[[[1.0]], [[3.0]]]]))
         >>> [round(v, 3) for v in out.flatten().tolist()]
-        [-0.707, 0.707]
+        [-1.0, 1.0]
     """
 
     def __init__(
