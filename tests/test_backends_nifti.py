@@ -210,3 +210,70 @@ def test_gz_backend_pickles_and_reads_regions(tmp_path: Path, rng: np.random.Gen
         copy[1, 3:, :2, -1].numpy(), nifti_to_cijk(array)[1:2, 3:, :2, -1:]
     )
     assert backend.describe()["format"] == "NIfTI-1 (gzip)"
+
+
+# ------------------------------------------------------------ memory behaviour
+def _rss_file() -> int:
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_whole_read_does_not_leave_the_file_mapped(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    array = rng.integers(-9, 9, size=(20, 21, 22, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / "w.nii")
+    image = tio.ScalarImage(tmp_path / "w.nii")
+    data = image.data
+    assert image.dataobj._memmap is None  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(data.numpy(), nifti_to_cijk(array))
+    data += 1  # owned and writable; the file is untouched
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "w.nii").dataobj), array)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_region_reads_keep_mapped_pages_under_budget(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random region reads of a 16 MiB file: resident file pages stay under the budget;
+    with an unlimited budget (the control) they grow with the pages touched."""
+    from voxelflow.backends import nifti
+
+    shape = (128, 128, 256)
+    nib.save(
+        nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), np.eye(4)), tmp_path / "m.nii"
+    )
+    corners = rng.integers(0, 128 - 32, size=(60, 3))
+
+    def growth(budget: int) -> int:
+        monkeypatch.setattr(nifti, "MAPPED_BUDGET", budget)
+        backend = tio.ScalarImage(tmp_path / "m.nii").dataobj
+        before = _rss_file()
+        for i, j, k in corners:
+            backend[:, i : i + 32, j : j + 32, 2 * k : 2 * k + 32]
+        grown = _rss_file() - before
+        del backend
+        return grown
+
+    bounded = growth(2 << 20)
+    unbounded = growth(1 << 40)
+    assert unbounded > 8 << 20, unbounded  # the control: pages do accumulate
+    assert bounded < 4 << 20, bounded
+
+
+def test_file_truncated_after_opening(tmp_path: Path, rng: np.random.Generator) -> None:
+    array = rng.normal(size=(10, 11, 12)).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / "t.nii")
+    for read in (lambda image: image.data, lambda image: image[:, 1:3].data):
+        nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / "t.nii")
+        image = tio.ScalarImage(tmp_path / "t.nii")
+        assert image.shape == (1, 10, 11, 12)  # header read while the file was whole
+        with open(tmp_path / "t.nii", "r+b") as file:
+            file.truncate(1000)
+        with pytest.raises(
+            tio.VoxelflowValueError, match=r"t\.nii: the file (is truncated|ended after)"
+        ):
+            read(image)

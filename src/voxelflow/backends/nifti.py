@@ -18,7 +18,9 @@ the file stores float64).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import mmap
 import os
 import threading
 import zlib
@@ -60,6 +62,8 @@ from voxelflow.backends.gzindex import (
 )
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Resident bytes of a .nii memory map above which region reads give their pages back.
+MAPPED_BUDGET = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,7 @@ class NiftiBackend(Backend):
 
     def _map(self) -> np.memmap:
         if self._memmap is None:
+            self._check_size()  # the file may have shrunk since the header was read
             self._memmap = np.memmap(
                 self.header.data_path,
                 dtype=self.header.raw_dtype,
@@ -233,10 +238,65 @@ class NiftiBackend(Backend):
         return mapped[i, j, k, channels]
 
     def read(self, box: Box | None = None) -> torch.Tensor:
-        raw = self.read_raw(box)
         header = self.header
+        if box is None and type(self).read_raw is NiftiBackend.read_raw:
+            # A whole read goes through the file, not the map: one copy, and no
+            # file-backed pages left mapped (the map would double the RSS).
+            raw = self._read_file()
+            if raw.dtype == header.dtype:  # native and already the output dtype
+                data = _scale_in_place(raw, header.slope, header.inter)
+            else:
+                data = apply_scaling(raw, header.slope, header.inter, header.dtype)
+            return torch.from_numpy(data).permute(3, 0, 1, 2)
+        raw = self.read_raw(box)
         data = apply_scaling(raw, header.slope, header.inter, header.dtype)
+        if box is not None and self._memmap is not None:
+            self._drop_pages(box)
         return torch.from_numpy(data).permute(3, 0, 1, 2)
+
+    def _read_file(self) -> np.ndarray:
+        """All stored values, read with ``readinto`` into a new ``(I, J, K, C)`` F-ordered array."""
+        header = self.header
+        out = np.empty(header.flat_shape, dtype=header.raw_dtype, order="F")
+        view = memoryview(out.reshape(-1, order="A")).cast("B")
+        with open(header.data_path, "rb") as file:
+            file.seek(header.offset)
+            done = 0
+            while done < len(view):
+                count = file.readinto(view[done:])
+                if not count:
+                    raise VoxelflowValueError(
+                        f"{header.data_path}: the file ended after {done} of "
+                        f"{header.data_nbytes} bytes of voxel data; re-copy or re-export it"
+                    )
+                done += count
+        return out
+
+    def _drop_pages(self, box: Box) -> None:
+        """Keep the map's resident pages under ``MAPPED_BUDGET`` bytes.
+
+        Pages a region read touched stay mapped (a nearby read reuses them) until
+        the estimate of touched bytes passes the budget; then the whole map is
+        advised ``MADV_DONTNEED``: the pages stay in the page cache, but leave the
+        process's RSS, which would otherwise grow towards the file's size.
+        """
+        channels, i, j, k = box
+        itemsize = self.header.raw_dtype.itemsize
+        strides = np.cumprod((1, *self.header.flat_shape[:3]))
+        first = sum(s.start * n for s, n in zip((i, j, k, channels), strides, strict=True))
+        last = sum((s.stop - 1) * n for s, n in zip((i, j, k, channels), strides, strict=True))
+        rows = len(range(j.start, j.stop, j.step)) * len(range(k.start, k.stop, k.step))
+        rows *= len(range(channels.start, channels.stop, channels.step))
+        row_pages = ((i.stop - 1 - i.start) * itemsize) // mmap.PAGESIZE + 2
+        span = (int(last) - int(first) + 1) * itemsize + mmap.PAGESIZE
+        self._touched = getattr(self, "_touched", 0) + min(span, rows * row_pages * mmap.PAGESIZE)
+        if self._touched < MAPPED_BUDGET:
+            return
+        self._touched = 0
+        advise = getattr(getattr(self._memmap, "_mmap", None), "madvise", None)
+        if advise is not None and hasattr(mmap, "MADV_DONTNEED"):
+            with contextlib.suppress(OSError, ValueError):  # advice only: never fail a read
+                advise(mmap.MADV_DONTNEED)
 
     def describe(self) -> dict[str, Any]:
         header = self.header
