@@ -83,8 +83,11 @@ class _Output:
         self.weights: torch.Tensor | None = None
         if disk is None:
             weight_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-            self.values = torch.zeros((channels, *shape), dtype=dtype, device=device)
-            self.weights = torch.zeros(shape, dtype=weight_dtype, device=device)
+            # normal tensors even under torch.inference_mode(), so that batches can be added
+            # in and out of it
+            with torch.inference_mode(False):
+                self.values = torch.zeros((channels, *shape), dtype=dtype, device=device)
+                self.weights = torch.zeros(shape, dtype=weight_dtype, device=device)
         self.patches = 0
 
 
@@ -263,11 +266,25 @@ class PatchAggregator:
                     f"PatchAggregator: output {name!r} has {tensor.shape[0]} patches but "
                     f"{len(places)} locations were given; pass the locations of this batch"
                 )
-            output = self._get_or_create(name, tensor)
-            plans[name] = (output, self._plan(output, tensor, places))
+            existing = self._outputs.get(name)
+            if existing is not None and existing.channels != tensor.shape[1]:
+                raise VoxelflowValueError(
+                    f"PatchAggregator: output {name!r} had {existing.channels} channels, this "
+                    f"batch has {tensor.shape[1]}; a model must return the same channels for "
+                    "every patch"
+                )
+            plans[name] = self._plan(name, tensor, places)
+        if self.on_disk is not None and not isinstance(self.on_disk, Mapping):
+            if len({*self._outputs, *named}) > 1:
+                raise VoxelflowValueError(
+                    f"on_disk={os.fspath(self.on_disk)!r} names one file but the model has "
+                    f"several outputs ({', '.join(named)}); pass a mapping {{name: path.nii.zarr}}"
+                )
+        elif self.on_disk is not None:
+            for name in named:
+                self._disk_path(name)
         for name, tensor in named.items():
-            output, plan = plans[name]
-            self._add(output, tensor, plan)
+            self._add(self._get_or_create(name, tensor), tensor, plans[name])
 
     def _as_named(self, outputs: Any) -> dict[str, torch.Tensor]:
         if isinstance(outputs, torch.Tensor):
@@ -328,15 +345,9 @@ class PatchAggregator:
         return result
 
     def _get_or_create(self, name: str, tensor: torch.Tensor) -> _Output:
+        if name in self._outputs:
+            return self._outputs[name]
         channels = int(tensor.shape[1])
-        output = self._outputs.get(name)
-        if output is not None:
-            if channels != output.channels:
-                raise VoxelflowValueError(
-                    f"PatchAggregator: output {name!r} had {output.channels} channels, this batch "
-                    f"has {channels}; a model must return the same channels for every patch"
-                )
-            return output
         factor = self._factor(name)
         shape = tuple(s // f for s, f in zip(self.spatial_shape, factor, strict=True))
         device = self.device or (tensor.device if self.on_disk is None else torch.device("cpu"))
@@ -365,28 +376,26 @@ class PatchAggregator:
                     f"{', '.join(self.on_disk)}." + did_you_mean(name, tuple(self.on_disk))
                 )
             return os.fspath(self.on_disk[name])
-        if self._outputs:
-            raise VoxelflowValueError(
-                "on_disk= names one file but the model has several outputs; pass a mapping "
-                "{name: path.nii.zarr}"
-            )
         return os.fspath(self.on_disk)
 
     def _plan(
-        self, output: _Output, tensor: torch.Tensor, locations: list[PatchLocation]
+        self, name: str, tensor: torch.Tensor, locations: list[PatchLocation]
     ) -> list[Placement]:
         """Where each patch goes: destination box in the output, source box in the patch."""
         patch_out = tuple(int(n) for n in tensor.shape[2:])
-        plan = []
-        for location in locations:
-            plan.append(self._place(output, location, patch_out))
-        return plan
+        factor = self._factor(name)
+        shape = tuple(s // f for s, f in zip(self.spatial_shape, factor, strict=True))
+        return [self._place(name, shape, factor, location, patch_out) for location in locations]
 
     def _place(
-        self, output: _Output, location: PatchLocation, patch_out: tuple[int, ...]
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        factor: TypeTriplet,
+        location: PatchLocation,
+        patch_out: tuple[int, ...],
     ) -> Placement:
         size, index, fin = location.size, location.index_ini, location.index_fin
-        factor = output.factor
         expected = tuple(s // f for s, f in zip(size, factor, strict=True))
         if any(s % f for s, f in zip(size, factor, strict=True)) or expected != patch_out:
             hint = (
@@ -395,7 +404,7 @@ class PatchAggregator:
                 else "pass output_shape= when the model's output is smaller than its input"
             )
             raise VoxelflowValueError(
-                f"PatchAggregator: output {output.name!r} patches are {describe(patch_out)} "
+                f"PatchAggregator: output {name!r} patches are {describe(patch_out)} "
                 f"for input patches of {describe(size)} at {location.index}; {hint}"
             )
         padding = grid_padding(self.spatial_shape, size, self.patch_overlap)
@@ -416,7 +425,7 @@ class PatchAggregator:
             )
         dst, src = [], []
         for axis in range(3):
-            f, n_out = factor[axis], output.shape[axis]
+            f, n_out = factor[axis], shape[axis]
             start, stop = index[axis] // f, fin[axis] // f
             lo, hi = start, stop
             if self.overlap_mode == "crop":

@@ -319,18 +319,21 @@ class DiskAccumulator:
         if s not in self._slabs:
             i, j, k = self.spatial_shape
             depth = min(self.slab, k - s * self.slab)
-            self._slabs[s] = (
-                torch.zeros((self.channels, i, j, depth), dtype=self.dtype),
-                torch.zeros((i, j, depth), dtype=torch.float32),
-            )
+            with torch.inference_mode(False):  # normal tensors: updatable in and out of it
+                self._slabs[s] = (
+                    torch.zeros((self.channels, i, j, depth), dtype=self.dtype),
+                    torch.zeros((i, j, depth), dtype=torch.float32),
+                )
             self._peak_slabs = max(self._peak_slabs, len(self._slabs))
         return self._slabs[s]
 
     def _flush(self, s: int) -> None:
         if s not in self._slabs:
+            k0, k1 = s * self.slab, min((s + 1) * self.slab, self.spatial_shape[2])
             raise VoxelflowValueError(
-                f"{self.path}: no patch covered k={s * self.slab}..{min((s + 1) * self.slab, self.spatial_shape[2])}; "
-                "add every patch of the grid before finishing"
+                f"{self.path}: no patch covered k={k0}..{k1} before the output moved past it; "
+                "on-disk aggregation needs every patch of the grid, in grid order (k never "
+                "decreasing): iterate a GridSampler in order, without shuffling"
             )
         values, weights = self._slabs.pop(s)
         empty = int((weights == 0).sum())
@@ -339,7 +342,7 @@ class DiskAccumulator:
                 f"{self.path}: {empty} voxels in k={s * self.slab}..{s * self.slab + weights.shape[2]} "
                 "were covered by no patch; add every patch of the grid (in grid order)"
             )
-        normalised = values.to(torch.float32).div_(weights)
+        normalised = torch.div(values.to(torch.float32), weights)
         del values
         if self.argmax:
             out = normalised.argmax(0).to(label_dtype(self.channels))
