@@ -40,16 +40,22 @@ Access policy (``backend_options={"gz_access": ...}``):
   (``$VOXELFLOW_GZ_CACHE_BYTES``, default 2 GiB; the least recently used
   cached volumes are dropped first).
 
-Measured on 2 cores (``benchmarks/bench_nifti_gz.py``, a 724×868×724
-float32 MRI-like volume, 1.82 GB raw, 0.65 GB gzip):
+Measured with ``benchmarks/bench_nifti_gz.py`` on the seed's 724×868×724 float32
+MRI-like volume (1.82 GB raw, 0.64 GB gzip), 2 cores shared with other jobs
+(load average 7-12, so absolute times are pessimistic):
 
-* whole read: see the benchmark's output, quoted in the project README;
-  about 3× faster than ``nibabel.load(path).get_fdata()``.
-* a 64³ region: about 0.1 s anywhere in the stream with the index, against
-  seconds (start) to a full decode (end) through nibabel's proxy.
-* so a full decode pays for itself after roughly the number of region reads
-  whose inflated bytes add up to a fraction of the volume; many patches per
-  volume (a queue) → decode; a few patches of a huge volume → index.
+* whole read: 16.0 s (parallel) / 15.6 s (ISA-L) against 36.6 s for
+  ``nibabel.load(p).get_fdata()`` (2.3×; 5.3 GiB peak against 2.1 GiB) and
+  13.6 s for ``np.asarray(dataobj)`` (nibabel uses indexed_gzip's zlib; the
+  gap shrinks when the cores are busy).
+* index: built in 8.4 s (one pass), 38 kB on disk.
+* a 64³ region, median: 0.26 s (start), 0.54 s (middle), 0.30 s (end) with
+  the index, against 1.6 s, 10.8 s and 13.9 s through nibabel's proxy (6×,
+  20×, 46×); the ``.nii`` memory map takes 2-6 ms.
+* so one full decode costs about 50 indexed 64³ reads: for a queue taking many
+  patches per volume, decode; for a few patches of a huge volume, the index.
+  ``"auto"`` switches once indexed reads inflated half the volume's bytes
+  (a ski-rental rule: never more than about 1.5× the better choice's cost).
 
 Decoders and file handles live in the process that opened them: a backend
 drops them on pickling, and a forked child never touches its parent's
@@ -108,6 +114,7 @@ PARALLEL_ABOVE = 32 << 20
 INDEX_SUFFIX = ".gzidx"
 _MAGIC = b"VXGZIDX1"
 _FINGERPRINT_BYTES = 64 << 10
+_PIECE = 64 << 20
 
 
 # ------------------------------------------------------------------ optional packages
@@ -220,7 +227,8 @@ def _fill(file: Any, buffer: np.ndarray, path: str) -> None:
     view = memoryview(buffer)
     done = 0
     while done < len(view):
-        got = file.readinto(view[done:])
+        # Bounded pieces: some readers (isal's) inflate into a temporary of the size asked.
+        got = file.readinto(view[done : done + _PIECE])
         if not got:
             raise corrupt_error(
                 path,
