@@ -13,7 +13,7 @@ a small 3-D conv net on the CPU. For each overlap:
 * peak extra anonymous memory (RssAnon, sampled every 2 ms).
 
 Then the on-disk mode on a 384×384×256 two-channel output larger than the memory it is
-allowed. Usage: ``python benchmarks/bench_inference.py [--quick]``.
+allowed. Usage: ``python benchmarks/bench_inference.py [--quick] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -226,8 +226,15 @@ def run_on_disk(folder: str, quick: bool) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 128×128×96 volume, for a smoke run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1 by default: on a shared, oversubscribed machine "
+        "OpenMP barriers in every parallel kernel stall whenever a thread is descheduled)",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     shape = (128, 128, 96) if args.quick else (256, 256, 176)
     model = small_net()
     lines = [

@@ -223,6 +223,7 @@ class PatchAggregator:
     def _parse_output_shapes(self, output_shape: Any) -> dict[str | None, TypeTriplet]:
         if output_shape is None:
             return {}
+        items: dict[str | None, Any]
         if isinstance(output_shape, Mapping):
             items = {str(k): v for k, v in output_shape.items()}
         else:

@@ -91,9 +91,9 @@ def grid_locations(
     ):
         starts = grid_starts(size + before + after, patch, overlap)
         axes.append([start - before for start in starts])
-    size = tuple(patch_size)
+    shape = tuple(patch_size)
     return [
-        PatchLocation((i, j, k), size)  # type: ignore[arg-type]
+        PatchLocation((i, j, k), shape)  # type: ignore[arg-type]
         for k in axes[2]
         for j in axes[1]
         for i in axes[0]
