@@ -235,21 +235,18 @@ def test_whole_read_does_not_leave_the_file_mapped(
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
-def test_region_reads_keep_mapped_pages_under_budget(
+def test_region_reads_give_mapped_pages_back(
     tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Random region reads of a 16 MiB file: resident file pages stay under the budget;
-    with an unlimited budget (the control) they grow with the pages touched."""
-    from voxelflow.backends import nifti
-
+    """Random region reads of a 16 MiB file leave no file pages mapped; without the
+    page release (the control) the mapped pages grow with the regions read."""
     shape = (128, 128, 256)
     nib.save(
         nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), np.eye(4)), tmp_path / "m.nii"
     )
     corners = rng.integers(0, 128 - 32, size=(60, 3))
 
-    def growth(budget: int) -> int:
-        monkeypatch.setattr(nifti, "MAPPED_BUDGET", budget)
+    def growth() -> int:
         backend = tio.ScalarImage(tmp_path / "m.nii").dataobj
         before = _rss_file()
         for i, j, k in corners:
@@ -258,10 +255,11 @@ def test_region_reads_keep_mapped_pages_under_budget(
         del backend
         return grown
 
-    bounded = growth(2 << 20)
-    unbounded = growth(1 << 40)
-    assert unbounded > 8 << 20, unbounded  # the control: pages do accumulate
-    assert bounded < 4 << 20, bounded
+    released = growth()
+    monkeypatch.setattr(NiftiBackend, "_drop_pages", lambda self, box: None)
+    kept = growth()
+    assert kept > 8 << 20, kept  # the control: pages do accumulate
+    assert released < 2 << 20, released
 
 
 def test_file_truncated_after_opening(tmp_path: Path, rng: np.random.Generator) -> None:

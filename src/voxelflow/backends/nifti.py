@@ -62,8 +62,6 @@ from voxelflow.backends.gzindex import (
 )
 
 GZIP_MAGIC = b"\x1f\x8b"
-# Resident bytes of a .nii memory map above which region reads give their pages back.
-MAPPED_BUDGET = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -273,30 +271,26 @@ class NiftiBackend(Backend):
         return out
 
     def _drop_pages(self, box: Box) -> None:
-        """Keep the map's resident pages under ``MAPPED_BUDGET`` bytes.
+        """Unmap the pages a region read touched (``MADV_DONTNEED`` over its byte span).
 
-        Pages a region read touched stay mapped (a nearby read reuses them) until
-        the estimate of touched bytes passes the budget; then the whole map is
-        advised ``MADV_DONTNEED``: the pages stay in the page cache, but leave the
-        process's RSS, which would otherwise grow towards the file's size.
+        The pages stay in the page cache, but leave the process's RSS, which would
+        otherwise grow towards the file's size as random regions are read (the
+        kernel maps whole folios around each fault, often megabytes per read).
         """
+        advise = getattr(getattr(self._memmap, "_mmap", None), "madvise", None)
+        if advise is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
         channels, i, j, k = box
-        itemsize = self.header.raw_dtype.itemsize
         strides = np.cumprod((1, *self.header.flat_shape[:3]))
         first = sum(s.start * n for s, n in zip((i, j, k, channels), strides, strict=True))
         last = sum((s.stop - 1) * n for s, n in zip((i, j, k, channels), strides, strict=True))
-        rows = len(range(j.start, j.stop, j.step)) * len(range(k.start, k.stop, k.step))
-        rows *= len(range(channels.start, channels.stop, channels.step))
-        row_pages = ((i.stop - 1 - i.start) * itemsize) // mmap.PAGESIZE + 2
-        span = (int(last) - int(first) + 1) * itemsize + mmap.PAGESIZE
-        self._touched = getattr(self, "_touched", 0) + min(span, rows * row_pages * mmap.PAGESIZE)
-        if self._touched < MAPPED_BUDGET:
-            return
-        self._touched = 0
-        advise = getattr(getattr(self._memmap, "_mmap", None), "madvise", None)
-        if advise is not None and hasattr(mmap, "MADV_DONTNEED"):
-            with contextlib.suppress(OSError, ValueError):  # advice only: never fail a read
-                advise(mmap.MADV_DONTNEED)
+        itemsize = self.header.raw_dtype.itemsize
+        base = self.header.offset % mmap.ALLOCATIONGRANULARITY  # where np.memmap's data begins
+        start = base + int(first) * itemsize
+        stop = base + (int(last) + 1) * itemsize
+        start -= start % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):  # advice only: never fail a read
+            advise(mmap.MADV_DONTNEED, start, stop - start)
 
     def describe(self) -> dict[str, Any]:
         header = self.header
