@@ -7,7 +7,8 @@ patches, flip + noise, collate (the same work, done the plain way; run inline
 and with 2 threads). Figures: patches per second, time to first batch, peak
 memory of the process tree (RSS, and anonymous RSS, which leaves out memory
 mapped file pages), sampled every 5 ms with psutil over the process and its
-children. Each configuration runs in a fresh process.
+children. Each configuration runs in a fresh process, ``REPEATS`` times
+(interleaved): the table shows the fastest epoch and the highest peak.
 
 Part 2: ``LabelSampler`` on a 724×868×724 uint8 label map (455 M voxels, past
 torch.multinomial's 2^24), ``{0: 0.5, 1: 0.5}``, 100 patches of 64³: time of
@@ -45,6 +46,7 @@ PATCH = 64
 PER_VOLUME = 10
 BATCH = 16
 BIG = (724, 868, 724)
+REPEATS = 2  # each configuration runs this many times: fastest epoch, highest peak memory
 
 
 # ---------------------------------------------------------------------- data
@@ -333,9 +335,20 @@ def main() -> None:
             ("nibabel whole + crop, inline", ["baseline", str(folder), suffix, "0"]),
             ("nibabel whole + crop, 2 threads", ["baseline", str(folder), suffix, "2"]),
         ]
-        for name, child in configs:
-            r = measure(child)
-            rows[(suffix, name)] = r
+        for _ in range(REPEATS):  # interleaved, so that load from other processes hits all
+            for name, child in configs:
+                r = measure(child)
+                best = rows.get((suffix, name))
+                if best is None or r["seconds"] < best["seconds"]:
+                    if best is not None:
+                        r["peak_rss_mib"] = max(r["peak_rss_mib"], best["peak_rss_mib"])
+                        r["peak_anon_mib"] = max(r["peak_anon_mib"], best["peak_anon_mib"])
+                    rows[(suffix, name)] = r
+                else:
+                    best["peak_rss_mib"] = max(r["peak_rss_mib"], best["peak_rss_mib"])
+                    best["peak_anon_mib"] = max(r["peak_anon_mib"], best["peak_anon_mib"])
+        for name, _ in configs:
+            r = rows[(suffix, name)]
             print(
                 f"{suffix:8} {name:34} {r['patches'] / r['seconds']:10.1f} {r['first_batch']:12.2f} "
                 f"{r['seconds']:8.2f} {r['peak_rss_mib']:13.0f} {r['peak_anon_mib']:14.0f}",

@@ -68,6 +68,12 @@ def test_exact_counts_and_patch_contents(num_workers: int) -> None:
         region = source.t1.data[(slice(None), *patch["patch_location"].to_slices())]
         torch.testing.assert_close(patch.t1.data, region.flip(2))
         assert patch.seg.data.dtype == torch.uint8
+    plain = list(_queue(subjects, num_workers=num_workers))
+    for patch in plain:  # copies that do not keep the volume alive
+        data = patch.t1.data
+        assert data.untyped_storage().nbytes() == data.numel() * data.element_size()
+    mapped = list(_queue(subjects, transform=lambda subject: subject.copy()))  # any callable
+    assert len(mapped) == 35
     batches = list(SubjectsLoader(queue, batch_size=8))
     assert [b.batch_size for b in batches] == [8, 8, 8, 8, 3]
     assert tuple(batches[0].t1.data.shape) == (8, 1, 4, 4, 4)

@@ -50,6 +50,7 @@ from voxelflow.image import _pretty_bytes
 from voxelflow.patches.sampler import PatchSampler
 from voxelflow.patches.samplers import cheap_region_reads, private_copy
 from voxelflow.subject import Subject
+from voxelflow.transforms.transform import Transform
 
 TransformLike = Callable[..., Any]
 
@@ -68,6 +69,18 @@ def split_transform(
     if split is not None:
         return split()  # type: ignore[no-any-return]
     return (None, transform) if getattr(transform, "patchwise", False) else (transform, None)
+
+
+def _apply(transform: TransformLike, subject: Subject, generator: torch.Generator) -> Subject:
+    """Call a voxelflow transform with the subject's generator; any other callable plainly."""
+    if isinstance(transform, Transform):
+        return transform(subject, generator)
+    result = transform(subject)
+    if not isinstance(result, Subject):
+        raise VoxelflowTypeError(
+            f"Queue: the transform {transform!r} returned a {type(result).__name__}, not a Subject"
+        )
+    return result
 
 
 def _seed(*parts: int) -> int:
@@ -263,7 +276,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         generator = torch.Generator().manual_seed(seed)
         working = private_copy(subject, lambda image: not cheap_region_reads(image))
         if self.whole_transform is not None:
-            working = self.whole_transform(working, generator)
+            working = _apply(self.whole_transform, working, generator)
         locations = self.patch_sampler.sample_locations(working, self.patches_per_volume, generator)
         if len(locations) != self.patches_per_volume:
             raise VoxelflowRuntimeError(
@@ -276,7 +289,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
                 return []
             patch = self.patch_sampler.extract(working, location)
             if self.patch_transform is not None:
-                patch = self.patch_transform(patch, generator)
+                patch = _apply(self.patch_transform, patch, generator)
             patches.append(patch)
         return patches
 
