@@ -257,7 +257,7 @@ class NiftiBackend(Backend):
         header = self.header
         out = np.empty(header.flat_shape, dtype=header.raw_dtype, order="F")
         view = memoryview(out.reshape(-1, order="A")).cast("B")
-        with open(header.data_path, "rb") as file:
+        with open(header.data_path, "rb", buffering=0) as file:  # straight into ``out``
             file.seek(header.offset)
             done = 0
             while done < len(view):
