@@ -53,6 +53,7 @@ class DemoConfig:
     steps: int = 300
     patch_size: int = 32
     batch_size: int = 8
+    inference_patch_size: int = 64
     patch_overlap: int = 16
     device: str = "cpu"
     seed: int = 0
@@ -89,6 +90,9 @@ def template_paths() -> dict[str, Path]:
 class TinyUNet(nn.Module):
     """A two-level 3-D U-Net (about 100 k parameters): small enough for two CPU cores.
 
+    Fully convolutional with batch norm (running statistics at inference), so it
+    can segment patches larger than those it was trained on.
+
     Example:
         >>> import torch
         >>> from voxelflow.demo import TinyUNet
@@ -102,10 +106,10 @@ class TinyUNet(nn.Module):
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
                 nn.Conv3d(cin, cout, 3, padding=1),
-                nn.InstanceNorm3d(cout, affine=True),
+                nn.BatchNorm3d(cout),
                 nn.LeakyReLU(0.1, inplace=True),
                 nn.Conv3d(cout, cout, 3, padding=1),
-                nn.InstanceNorm3d(cout, affine=True),
+                nn.BatchNorm3d(cout),
                 nn.LeakyReLU(0.1, inplace=True),
             )
 
@@ -161,8 +165,8 @@ def prepare(config: DemoConfig) -> dict[str, Any]:
     labels[brain] = 1
     labels[brain & (gm >= 0.5) & (gm >= wm)] = 2
     labels[brain & (wm >= 0.5) & (wm > gm)] = 3
-    normalised = np.zeros_like(t1)
-    normalised[brain] = (t1[brain] - t1[brain].mean()) / t1[brain].std()
+    # Background stays 0 and the brightest tissue is near 1: no value is ambiguous.
+    normalised = t1 / np.percentile(t1[brain], 99)
     affine = t1_image.affine
     world_x = affine[0, 0] * np.arange(t1.shape[0]) + affine[0, 3]
     left = np.broadcast_to((world_x < 0)[:, None, None], t1.shape)
@@ -231,7 +235,7 @@ def train(config: DemoConfig) -> tuple[nn.Module, float]:
             loss.backward()
             optimiser.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
             bar.update()
     return model, float(np.mean(losses[-20:]))
@@ -246,8 +250,10 @@ def infer(model: nn.Module, config: DemoConfig) -> Any:
     from voxelflow.loader import SubjectsLoader
 
     subject = tio.Subject(t1=tio.ScalarImage(config.out_dir / "t1.nii.zarr"))
-    sampler = tio.GridSampler(subject, patch_size=config.patch_size, patch_overlap=config.patch_overlap)
-    loader = SubjectsLoader(sampler, batch_size=config.batch_size)
+    sampler = tio.GridSampler(
+        subject, patch_size=config.inference_patch_size, patch_overlap=config.patch_overlap
+    )
+    loader = SubjectsLoader(sampler, batch_size=2)
     aggregator = tio.PatchAggregator(
         spatial_shape=subject.spatial_shape, overlap_mode="hann", patch_overlap=config.patch_overlap
     )
@@ -298,8 +304,14 @@ def save_figure(t1: np.ndarray, truth: np.ndarray, prediction: np.ndarray, path:
         ]
         for col, (array, cmap, title) in enumerate(panels):
             axis = axes[row, col]
-            axis.imshow(array, cmap=cmap, origin="lower", interpolation="nearest",
-                        vmin=None if cmap == "gray" else 0, vmax=None if cmap == "gray" else 3)
+            axis.imshow(
+                array,
+                cmap=cmap,
+                origin="lower",
+                interpolation="nearest",
+                vmin=None if cmap == "gray" else 0,
+                vmax=None if cmap == "gray" else 3,
+            )
             axis.set_axis_off()
             axis.set_title(f"{title}, {view}", color="white", fontsize=10)
     figure.suptitle(
@@ -334,11 +346,15 @@ def run_demo(config: DemoConfig) -> DemoResult:
     with Stage("write") as stage:
         files = write_outputs(segmentation, prepared, config)
     result.stages["write"] = _figures(stage)
-    result.stages["total"] = {"seconds": time.perf_counter() - start, "peak_rss_mib": max(
-        s["peak_rss_mib"] for s in result.stages.values())}
+    result.stages["total"] = {
+        "seconds": time.perf_counter() - start,
+        "peak_rss_mib": max(s["peak_rss_mib"] for s in result.stages.values()),
+    }
     result.files = [str(f) for f in files]
     (config.out_dir / "summary.json").write_text(
-        json.dumps({"config": {k: str(v) for k, v in asdict(config).items()}, **asdict(result)}, indent=2)
+        json.dumps(
+            {"config": {k: str(v) for k, v in asdict(config).items()}, **asdict(result)}, indent=2
+        )
     )
     return result
 
@@ -352,9 +368,7 @@ def format_summary(result: DemoResult) -> str:
     lines = ["", "Dice on the right hemisphere (never trained on):", ""]
     lines.append(f"  {'tissue':<14}{'voxelflow model':>16}{'threshold baseline':>20}")
     for name in TISSUES.values():
-        lines.append(
-            f"  {name:<14}{result.dice[name]:>16.3f}{result.dice_baseline[name]:>20.3f}"
-        )
+        lines.append(f"  {name:<14}{result.dice[name]:>16.3f}{result.dice_baseline[name]:>20.3f}")
     lines += ["", f"  {'stage':<14}{'time (s)':>16}{'peak RSS (MiB)':>20}"]
     for name, figures in result.stages.items():
         lines.append(f"  {name:<14}{figures['seconds']:>16.1f}{figures['peak_rss_mib']:>20.0f}")

@@ -15,7 +15,15 @@ def demo(
     steps: int = typer.Option(300, min=1, help="Training steps (batches)."),
     patch_size: int = typer.Option(32, "--patch-size", min=8, help="Patch side in voxels (even)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Patches per batch."),
-    overlap: int = typer.Option(16, min=0, help="Grid overlap at inference (even, < patch size)."),
+    inference_patch: int = typer.Option(
+        64,
+        "--inference-patch",
+        min=8,
+        help="Patch side at inference (the network is fully convolutional).",
+    ),
+    overlap: int = typer.Option(
+        16, min=0, help="Grid overlap at inference (even, < inference patch)."
+    ),
     device: str = typer.Option("cpu", help="Torch device: cpu, cuda, cuda:1, mps."),
     workers: int = typer.Option(1, min=0, help="Background threads of the patch queue."),
     seed: int = typer.Option(0, help="Seed for sampling, augmentation and weights."),
@@ -35,6 +43,7 @@ def demo(
         steps=steps,
         patch_size=patch_size,
         batch_size=batch_size,
+        inference_patch_size=inference_patch,
         patch_overlap=overlap,
         device=device,
         workers=workers,
