@@ -70,7 +70,8 @@ class Noise(IntensityTransform):
         else:  # a generator on the data's device, seeded from ours
             local = torch.Generator(device=data.device).manual_seed(seed_from(generator))
             noise = torch.randn(data.shape, generator=local, dtype=data.dtype, device=data.device)
-        return data + (noise * std + mean)
+        out = torch.add(data, noise, alpha=std)  # one pass: data + std * noise
+        return out.add_(mean) if mean else out
 
     def __repr__(self) -> str:
         return f"Noise(mean={self.mean}, std={self.std}, p={self.p})"
