@@ -181,3 +181,27 @@ def test_strict_backend_catches_whole_reads(strict_file: Any, strict_backend: An
         (slice(1, 2, 1), slice(0, 9, 1), slice(0, 10, 1), slice(0, 11, 1))
     ]
     np.testing.assert_array_equal(nifti_to_cijk(np.asarray(nib.load(path).dataobj)), expected)
+
+
+def test_option_a_backend_does_not_take_is_refused_by_name():
+    from nibabel.testing import data_path
+
+    image = tio.ScalarImage(f"{data_path}/anatomical.nii", level=2)
+    with pytest.raises(TypeError, match="'nifti' backend does not take option\\(s\\) level"):
+        image.shape  # noqa: B018
+
+
+def test_unloading_a_slice_releases_the_parent_backend_cache(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    path = tmp_path / "volume.mha"
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.int16).reshape(6, 5, 4)), str(path)
+    )
+    image = tio.ScalarImage(path)
+    region = image[:, 1:3]
+    assert region.data.shape == (1, 2, 5, 6)
+    assert image.dataobj._volume is not None  # SimpleITK loaded the volume once
+    region.unload()
+    assert image.dataobj._volume is None

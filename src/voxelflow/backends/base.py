@@ -31,7 +31,10 @@ class BackendProtocol(Protocol):
       box's shape, which the caller owns (never a view into a cache or into
       another array). ``box`` is four ``slice(start, stop, step)`` with
       ``0 <= start < stop <= size`` and ``step >= 1``, already normalised by
-      the core; ``read(None)`` reads everything.
+      the core; ``read(None)`` reads everything. The one exception to "the
+      caller owns it": an in-memory backend returns its own tensor for
+      ``read(None)``, as ``np.asarray`` does for an array (no copy of a
+      volume that is already in memory).
     * When ``region_reads`` is true a region read touches only the bytes or
       chunks it needs; when false (a full-read fallback) the backend says so,
       and the docs of that backend say what a region costs.

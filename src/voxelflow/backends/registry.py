@@ -20,12 +20,18 @@ way on output paths. A new format is added here, never in ``Image``:
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voxelflow._errors import VoxelflowKeyError, VoxelflowValueError, did_you_mean
+from voxelflow._errors import (
+    VoxelflowKeyError,
+    VoxelflowTypeError,
+    VoxelflowValueError,
+    did_you_mean,
+)
 from voxelflow.backends.base import BackendProtocol
 
 Matcher = Callable[[str], bool]
@@ -100,14 +106,29 @@ def open_backend(
                 f"{text}: backend={backend!r} is not registered; registered: "
                 f"{', '.join(sorted(_BACKENDS))}." + did_you_mean(backend, tuple(_BACKENDS))
             )
-        return _BACKENDS[backend].target(text, **options)
+        return _build(_BACKENDS[backend], text, options)
     for registration in backends():
         if registration.matcher(text):
-            return registration.target(text, **options)
+            return _build(registration, text, options)
     raise VoxelflowValueError(
         f"{text}: no backend can read this source; registered: {', '.join(sorted(_BACKENDS))}. "
         "Check the extension or URI scheme, or register a backend for it"
     )
+
+
+def _build(registration: Registration, source: str, options: dict[str, Any]) -> BackendProtocol:
+    """Call a factory, refusing options it does not take with a message that says so."""
+    try:
+        inspect.signature(registration.target).bind(source, **options)
+    except TypeError:
+        raise VoxelflowTypeError(
+            f"{source}: the {registration.name!r} backend does not take option(s) "
+            f"{', '.join(sorted(options))}; remove them (level= and storage_options= apply "
+            "to .nii.zarr and remote sources)"
+        ) from None
+    except ValueError:  # no signature (a builtin or C factory): let the call decide
+        pass
+    return registration.target(source, **options)
 
 
 def find_writer(path: str | os.PathLike[str]) -> Writer:

@@ -61,6 +61,12 @@ class WindowBackend(Backend):
             return data.clone()  # the caller owns what it gets
         return data
 
+    def release(self) -> None:
+        """Drop caches of the backend this window reads from (``Image.unload()`` calls it)."""
+        release = getattr(self.parent, "release", None)
+        if release is not None:
+            release()
+
     def describe(self) -> dict[str, Any]:
         describe = getattr(self.parent, "describe", dict)
         return {**describe(), "window": [(r.start, r.stop, r.step) for r in self.ranges]}
