@@ -168,8 +168,20 @@ def _check_file(path: str) -> None:
         )
 
 
+def _gzip_head_broken(path: str) -> bool:
+    """Whether the first bytes of a ``.gz`` (where a NIfTI header lives) fail to inflate."""
+    if not path.lower().endswith(".gz"):
+        return False
+    try:
+        with gzip.open(path, "rb") as stream:
+            stream.read(544)  # a NIfTI-2 header and its extension flag
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError):
+        return True
+    return False
+
+
 def _bad_header_message(path: str, error: Exception) -> str:
-    if isinstance(error, EOFError | zlib.error | gzip.BadGzipFile):
+    if isinstance(error, EOFError | zlib.error | gzip.BadGzipFile) or _gzip_head_broken(path):
         return f"{path}: the file is truncated or corrupt ({error}); re-copy or re-export it"
     return (
         f"{path}: not a readable NIfTI header ({type(error).__name__}: {error}); if the file is "
