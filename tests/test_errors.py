@@ -221,3 +221,9 @@ def test_errors_raise_from_every_entry_point(
     path.write_bytes(b"\x00" * 400)
     with pytest.raises(tio.VoxelflowValueError, match=r"bad\.nii"):
         make(path)
+
+
+def test_nii_gz_cut_inside_its_header_says_truncated(good: Path, tmp_path: Path) -> None:
+    path = tmp_path / "head_cut.nii.gz"
+    path.write_bytes(gzip.compress(good.read_bytes())[:40])
+    _check(path, tio.VoxelflowValueError, ValueError, "head_cut.nii.gz", "truncated or corrupt")
