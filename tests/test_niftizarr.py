@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import voxelflow as tio
 from voxelflow._errors import VoxelflowError, VoxelflowIndexError, VoxelflowValueError
-from voxelflow.backends.niftizarr import NiftiZarrBackend, header_json
+from voxelflow.backends.niftizarr import NiftiZarrBackend
+from voxelflow.backends.niftizarr_write import header_json
 
 niizarr = pytest.importorskip("niizarr")
 
@@ -337,10 +338,10 @@ def test_unknown_option_and_bad_values(tmp_path: Path) -> None:
 def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = make_nifti(tmp_path, shape=(16, 16, 40))
     image = tio.ScalarImage(source)
-    from voxelflow.backends import niftizarr
+    from voxelflow.backends import niftizarr_write
 
     calls = {"n": 0}
-    original = niftizarr.SlabSource.read
+    original = niftizarr_write.SlabSource.read
 
     def failing(self, k0, k1):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -348,7 +349,7 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
             raise KeyboardInterrupt
         return original(self, k0, k1)
 
-    monkeypatch.setattr(niftizarr.SlabSource, "read", failing)
+    monkeypatch.setattr(niftizarr_write.SlabSource, "read", failing)
     with pytest.raises(KeyboardInterrupt):
         image.save(tmp_path / "out.nii.zarr", chunk=8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii"]

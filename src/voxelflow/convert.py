@@ -3,7 +3,7 @@
 :func:`convert` opens the source lazily and writes the destination slab by
 slab along ``K``, so a volume larger than memory converts:
 
-* to ``.nii.zarr``: :func:`~voxelflow.backends.niftizarr.write_niftizarr`
+* to ``.nii.zarr``: :func:`~voxelflow.backends.niftizarr_write.write_niftizarr`
   (chunks, shards, codec, pyramid built on the fly);
 * to ``.nii``: the header, then each slab straight into the file;
 * to anything else (``.nii.gz``, ``.nrrd``, ``.mha``...): the format's writer,
@@ -26,7 +26,8 @@ import numpy as np
 
 from voxelflow._atomic import atomic_target
 from voxelflow._errors import VoxelflowValueError, did_you_mean
-from voxelflow.backends.niftizarr import SAVE_OPTIONS, SlabSource, is_niftizarr_output, is_remote
+from voxelflow.backends.niftizarr import is_niftizarr_output, is_remote
+from voxelflow.backends.niftizarr_write import SAVE_OPTIONS, SlabSource
 
 #: Options :func:`convert` understands for a ``.nii`` destination.
 NIFTI_OPTIONS = ("label", "progress")
@@ -85,7 +86,7 @@ def convert(
     image = (LabelMap if label else ScalarImage)(src, **extra)
     if is_niftizarr_output(dst):
         _check_options(dst, options, SAVE_OPTIONS, "NIfTI-Zarr")
-        from voxelflow.backends.niftizarr import write_niftizarr
+        from voxelflow.backends.niftizarr_write import write_niftizarr
 
         write_niftizarr(image, dst, label=label, progress=progress, **options)
     elif dst.lower().endswith(".nii"):

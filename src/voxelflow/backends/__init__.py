@@ -27,8 +27,8 @@ from voxelflow.backends.niftizarr import (
     NiftiZarrBackend,
     is_niftizarr_output,
     is_niftizarr_source,
-    save_niftizarr,
 )
+from voxelflow.backends.niftizarr_write import save_niftizarr
 from voxelflow.backends.registry import (
     Registration,
     backends,
