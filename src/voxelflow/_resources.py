@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -19,10 +20,8 @@ def _rss_tree() -> int:
     process = psutil.Process(os.getpid())
     total = process.memory_info().rss
     for child in process.children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.Error):  # a child may exit while we look
             total += child.memory_info().rss
-        except psutil.Error:
-            pass
     return int(total)
 
 
