@@ -341,3 +341,132 @@ def test_a_failed_batch_adds_nothing():
     with pytest.raises(ValueError, match="outside"):
         aggregator.add_batch(torch.full((2, 1, 8, 8, 8), 5.0), bad)
     assert torch.equal(aggregator.get_output(), torch.ones(1, 8, 8, 8))
+
+
+def _random_case(seed: int):
+    """Random spatial shape, downsampling factor, patch size, channels, and overlapping
+    locations on multiples of the factor that land whole in the volume."""
+    rng = np.random.default_rng(seed)
+    factor = tuple(int(f) for f in rng.choice([1, 2], size=3))
+    patch = tuple(int(f * rng.integers(2, 6)) for f in factor)
+    shape = tuple(int(p + f * rng.integers(0, 6)) for p, f in zip(patch, factor, strict=True))
+    batches = []
+    for _ in range(int(rng.integers(1, 4))):
+        size = int(rng.integers(2, 7))
+        corners = [
+            tuple(
+                int(f * rng.integers(0, (s - p) // f + 1))
+                for s, p, f in zip(shape, patch, factor, strict=True)
+            )
+            for _ in range(size)
+        ]
+        corners[-1] = corners[0]  # at least two patches of a batch on exactly the same voxels
+        batches.append([tio.PatchLocation(c, patch) for c in corners])
+    return rng, shape, factor, patch, batches
+
+
+def _fill(aggregator, batches, outputs, *, whole_batch: bool) -> list[bool]:
+    """Add every batch with the whole-batch path allowed or not; report which path each took."""
+    aggregator._vectorised_max_voxels = 10**9 if whole_batch else 0
+    taken = []
+    original = aggregator._add_whole_batch
+
+    def spy(*args, **kwargs):
+        taken.append(True)
+        return original(*args, **kwargs)
+
+    aggregator._add_whole_batch = spy
+    for locations, output in zip(batches, outputs, strict=True):
+        aggregator.add_batch(output, locations)
+    return taken
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("seed", range(8))
+def test_fastpath_equivalence(seed, dtype):
+    """The whole-batch ``index_add_`` path gives what the per-patch path gives: random
+    outputs, modes, windows, overlapping (even coinciding) locations, downsampled and
+    named outputs.
+
+    Outputs are multiples of 1/64 and custom windows multiples of 1/8, so with "average"
+    and a custom window every product and sum is exact and both paths must agree bit for
+    bit, in float64 and float32 alike: a voxel put in the wrong place cannot hide in a
+    tolerance. Hann and Gaussian windows are not dyadic; there the per-patch ``addcmul_``
+    rounds once (fused multiply-add) where the whole-batch path rounds the product and
+    then the sum, so they agree to a few ulps."""
+    rng, shape, factor, patch, batches = _random_case(seed)
+    choice = ["average", "hann", "gaussian", "custom"][seed % 4]
+    patch_out = tuple(p // f for p, f in zip(patch, factor, strict=True))
+    out_shape = tuple(s // f for s, f in zip(shape, factor, strict=True))
+    generator = torch.Generator().manual_seed(seed)
+    channels = int(rng.integers(1, 4))
+
+    def random_output(*size: int) -> torch.Tensor:
+        values = torch.randn(size, generator=generator, dtype=torch.float64)
+        return (torch.round(values * 64) / 64).to(dtype)
+
+    outputs = [
+        {
+            "full": random_output(len(b), channels, *patch),
+            "low": random_output(len(b), 2, *patch_out),
+        }
+        for b in batches
+    ]
+    options = {"output_shape": {"low": out_shape}, "dtype": dtype}
+    if choice == "custom":
+        # one window per patch size (full and downsampled), strictly positive, dyadic
+        options["window"] = lambda size: torch.randint(1, 9, size, generator=generator) / 8
+    else:
+        options["overlap_mode"] = choice
+    slow = tio.PatchAggregator(shape, **options)
+    fast = tio.PatchAggregator(shape, **options)
+    assert not _fill(slow, batches, outputs, whole_batch=False)
+    if choice == "custom":  # the same random windows in both
+        fast._windows = dict(slow._windows)
+    assert len(_fill(fast, batches, outputs, whole_batch=True)) == sum(
+        2 for b in batches if len(b) > 1
+    )
+    exact = choice in ("average", "custom")
+    tolerance = {torch.float64: 1e-13, torch.float32: 1e-5}[dtype]
+    for key in ("full", "low"):
+        a, b = fast._outputs[key], slow._outputs[key]
+        assert a.values.abs().sum() > 0 and (a.weights > 0).any()  # something was added
+        assert torch.equal(a.weights > 0, b.weights > 0)  # the same voxels were covered
+        covered = b.weights > 0
+        blended = a.values[:, covered] / a.weights[covered]
+        expected = b.values[:, covered] / b.weights[covered]
+        if exact:
+            assert torch.equal(a.values, b.values) and torch.equal(a.weights, b.weights)
+            assert torch.equal(blended, expected)
+        else:
+            torch.testing.assert_close(a.values, b.values, rtol=tolerance, atol=tolerance)
+            torch.testing.assert_close(a.weights, b.weights, rtol=tolerance, atol=tolerance)
+            torch.testing.assert_close(blended, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("mode", ["crop", "hann"])
+def test_fastpath_is_skipped_for_cropped_patches(mode):
+    """Crop mode and patches cut by the border of a padded grid keep the per-patch path,
+    and still give the reference's values."""
+    subject = tio.Subject(t1=tio.ScalarImage(volume((1, 13, 11, 9))))
+    sampler = tio.GridSampler(subject, (6, 5, 4), (2, 2, 2), padding_mode="constant")
+    aggregator = tio.PatchAggregator.from_sampler(sampler, overlap_mode=mode)
+    aggregator._vectorised_max_voxels = 10**9
+    taken = []
+    original = aggregator._add_whole_batch
+    aggregator._add_whole_batch = lambda *a: taken.append(True) or original(*a)
+    locations = sampler.locations
+    whole = [
+        loc
+        for loc in locations
+        if all(
+            i >= 0 and f <= n
+            for i, f, n in zip(loc.index_ini, loc.index_fin, (13, 11, 9), strict=True)
+        )
+    ]
+    cut = [loc for loc in locations if loc not in whole]
+    assert len(whole) >= 2 and cut
+    for batch in (whole, cut):
+        aggregator.add_batch(torch.ones(len(batch), 1, 6, 5, 4) * 3, batch)
+    assert len(taken) == (1 if mode == "hann" else 0)
+    torch.testing.assert_close(aggregator.get_output(), torch.full((1, 13, 11, 9), 3.0))

@@ -19,11 +19,53 @@ Modes:
   (:mod:`voxelflow.patches.windows`), strictly positive, built once per patch
   size; or a user's own ``window=``.
 
-A batch is added in one pass: one slice-add of sums and one of weights per
-patch (views into the accumulators, no per-voxel work, no temporary the size of
-the volume). Outputs smaller than the input (``output_shape``, an integer
-factor per axis), several named outputs, and accumulation on disk into a
-``.nii.zarr`` (:mod:`voxelflow.patches.disk`) are supported.
+A batch is added in one of two ways, chosen per batch by a measured rule:
+
+* **per patch**: one fused slice-add of sums (``addcmul_``) and one of weights
+  per patch, into views of the accumulators (contiguous runs, no index
+  tensors, no temporary the size of the volume). Python's cost is a few
+  microseconds per patch.
+* **whole batch**: the flat voxel indices of all ``B`` patches at once (an
+  int64 offset template per patch size, built once from per-axis aranges and
+  broadcasting, plus ``B`` base offsets), then one ``index_add_`` of
+  ``output * window`` reshaped to ``(C, B·P)`` into the flattened sums and one
+  of the window into the flattened one-channel weights. Used when every patch
+  of the batch lands whole (not ``"crop"``, no patch cut by the border) and
+  the patch has at most :data:`VECTORISED_MAX_VOXELS` voxels.
+
+Why the threshold: a scatter through an index tensor moves 8 index bytes per
+voxel and gives up the contiguous inner loop, so it only pays where Python's
+per-patch overhead dominates, i.e. small patches. Measured on this project's
+CPU (torch 2.13, one thread, accumulator 128×128×96, ms per batch, per patch →
+whole batch; ``torch.Tensor.index_put_(accumulate=True)`` was slower than
+``index_add_`` in every case and is not used):
+
+=========  ===  =====================  ===================
+patch      B    1 channel              4 channels
+=========  ===  =====================  ===================
+8³         4    0.045 → 0.029 (1.5×)   0.050 → 0.037 (1.4×)
+8³         64   0.70 → 0.15 (4.8×)     0.87 → 0.30 (2.9×)
+10³        4    0.047 → 0.034 (1.4×)   0.056 → 0.054 (1.0×)
+12³        4    0.048 → 0.045 (1.1×)   0.062 → 0.073 (0.9×)
+16³        4    0.049 → 0.073 (0.7×)   0.077 → 0.141 (0.6×)
+32³        4    0.10 → 0.37 (0.3×)     0.23 → 1.89 (0.1×)
+64³        4    0.40 → 3.29 (0.1×)     1.85 → 9.19 (0.2×)
+=========  ===  =====================  ===================
+
+So patches of up to 1024 voxels (10³) take the whole-batch path and the usual
+64³ patches keep the per-patch one, which is already memory-bound. No GPU was
+available when this was measured; the same rule applies on every device (on
+CUDA the whole-batch path adds with atomics, so under
+``torch.use_deterministic_algorithms(True)`` the per-patch path is used).
+Both paths give the same sums (each voxel receives the patches in batch order
+either way on the CPU): bit for bit where window × output is exact (``"average"``,
+dyadic windows), otherwise to a few ulps, since the per-patch ``addcmul_`` rounds
+a fused multiply-add once where the whole-batch path rounds the product, then
+the sum.
+
+Outputs smaller than the input (``output_shape``, an integer factor per axis),
+several named outputs, and accumulation on disk into a ``.nii.zarr``
+(:mod:`voxelflow.patches.disk`) are supported.
 """
 
 from __future__ import annotations
@@ -55,6 +97,9 @@ OverlapMode = Literal["crop", "average", "hann", "gaussian"]
 OVERLAP_MODES: tuple[str, ...] = ("crop", "average", "hann", "gaussian")
 ACCUMULATOR_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DEFAULT_KEY = "output"
+VECTORISED_MAX_VOXELS = 1024
+"""Largest patch (in voxels of the output) added as a whole batch by ``index_add_``; larger
+patches are added patch by patch (see the module's documentation for the measurements)."""
 
 Box = tuple[slice, slice, slice]
 Placement = tuple[Box, Box]  # (destination in the output, source in the patch)
@@ -198,6 +243,8 @@ class PatchAggregator:
         self.chunks = to_triplet(chunks, "chunks")
         self._outputs: dict[str, _Output] = {}
         self._windows: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._offset_templates: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._vectorised_max_voxels = VECTORISED_MAX_VOXELS
 
     @classmethod
     def from_sampler(cls, sampler: Any, **kwargs: Any) -> PatchAggregator:
@@ -473,6 +520,10 @@ class PatchAggregator:
             return
         values, weights = output.values, output.weights
         assert values is not None and weights is not None
+        if self._whole_batch(plan, data):
+            self._add_whole_batch(values, weights, data, window, plan)
+            output.patches += len(plan)
+            return
         for patch, (dst, src) in zip(data, plan, strict=True):
             target = values[(everything, *dst)]
             if window is None:
@@ -483,6 +534,66 @@ class PatchAggregator:
                 target.addcmul_(patch[(everything, *src)], weight.to(target.dtype))
                 weights[dst].add_(weight)
         output.patches += len(plan)
+
+    def _whole_batch(self, plan: list[Placement], data: torch.Tensor) -> bool:
+        """Whether this batch takes the whole-batch ``index_add_`` path (see the module doc)."""
+        patch_out = data.shape[2:]
+        if self.overlap_mode == "crop" or len(plan) < 2:
+            return False
+        if patch_out.numel() > self._vectorised_max_voxels:
+            return False
+        if data.device.type != "cpu" and torch.are_deterministic_algorithms_enabled():
+            return False
+        return all(
+            d.stop - d.start == n for dst, _ in plan for d, n in zip(dst, patch_out, strict=True)
+        )
+
+    def _offsets(
+        self, patch_out: tuple[int, ...], shape: tuple[int, ...], device: torch.device
+    ) -> torch.Tensor:
+        """Flat offsets (int64) of a patch's voxels in a volume of ``shape``, from its corner."""
+        key = (patch_out, shape, device)
+        template = self._offset_templates.get(key)
+        if template is None:
+            _, j, k = shape
+            i_axis, j_axis, k_axis = (
+                torch.arange(n, dtype=torch.int64, device=device) for n in patch_out
+            )
+            template = (
+                i_axis.view(-1, 1, 1) * (j * k) + j_axis.view(1, -1, 1) * k + k_axis
+            ).reshape(-1)
+            self._offset_templates[key] = template
+        return template
+
+    def _add_whole_batch(
+        self,
+        values: torch.Tensor,
+        weights: torch.Tensor,
+        data: torch.Tensor,
+        window: torch.Tensor | None,
+        plan: list[Placement],
+    ) -> None:
+        """One ``index_add_`` of sums and one of weights for all the patches of a batch."""
+        batch, channels = int(data.shape[0]), int(data.shape[1])
+        patch_out = tuple(int(n) for n in data.shape[2:])
+        shape = tuple(int(n) for n in weights.shape)
+        _, j, k = shape
+        device = values.device
+        bases = torch.tensor(
+            [(dst[0].start * j + dst[1].start) * k + dst[2].start for dst, _ in plan],
+            dtype=torch.int64,
+        ).to(device, non_blocking=True)
+        index = (bases[:, None] + self._offsets(patch_out, shape, device)).reshape(-1)
+        if window is None:
+            contribution = data
+            weight = torch.ones((), dtype=weights.dtype, device=device).expand(index.numel())
+        else:
+            contribution = data * window.to(values.dtype)
+            weight = window.reshape(1, -1).expand(batch, -1).reshape(-1)
+        # (B, C, P) -> (C, B·P): a view for one channel, one copy otherwise
+        source = contribution.reshape(batch, channels, -1).transpose(0, 1).reshape(channels, -1)
+        values.view(channels, -1).index_add_(1, index, source)
+        weights.view(-1).index_add_(0, index, weight)
 
     # ------------------------------------------------------------------ results
     @property
@@ -644,4 +755,4 @@ def _open_disk_output(path: str, affine: np.ndarray, *, label: bool) -> Image:
     return image_class(path, reader=reader)
 
 
-__all__ = ["OVERLAP_MODES", "OverlapMode", "PatchAggregator"]
+__all__ = ["OVERLAP_MODES", "VECTORISED_MAX_VOXELS", "OverlapMode", "PatchAggregator"]
