@@ -12,8 +12,14 @@ a small 3-D conv net on the CPU. For each overlap:
 * the full-volume forward pass,
 * peak extra anonymous memory (RssAnon, sampled every 2 ms).
 
+Then the two ways the aggregator adds one batch, forced in turn (it picks by patch size,
+see :mod:`voxelflow.patches.aggregator`): per patch (fused slice-adds) and whole batch (one
+``index_add_`` through cached flat indices), beside the plain NumPy loop, for patches of 8³
+and 64³, batch 4, 1 and 4 channels, Hann; milliseconds per batch.
+
 Then the on-disk mode on a 384×384×256 two-channel output larger than the memory it is
-allowed. Usage: ``python benchmarks/bench_inference.py [--quick] [--threads N]``.
+allowed. Usage: ``python benchmarks/bench_inference.py [--quick] [--threads N]
+[--add-paths-only]``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import nibabel as nib
@@ -195,6 +202,57 @@ def run_overlap(path: str, model: nn.Module, overlap: int, batch_size: int) -> l
     return lines
 
 
+def plain_add(
+    sums: np.ndarray,
+    weights: np.ndarray,
+    patches: np.ndarray,
+    locations: list[tio.PatchLocation],
+    window: np.ndarray,
+) -> None:
+    """The plain way for one batch: each patch times its window into NumPy buffers."""
+    for patch, location in zip(patches, locations, strict=True):
+        box = (slice(None), *location.to_slices())
+        sums[box] += patch * window
+        weights[box] += window
+
+
+def best_of(repeats: int, function: Callable[[], Any]) -> float:
+    function()  # warm: allocate, build the window and the index template
+    return min(timed(function)[0] for _ in range(repeats))
+
+
+def run_add_paths(shape: tuple[int, int, int], repeats: int = 15) -> list[str]:
+    """Milliseconds per ``add_batch`` of 4 patches on each path, best of ``repeats``."""
+    lines = [
+        "add one batch (4 patches, hann), ms, best of "
+        f"{repeats}: per patch | whole batch (index_add_) | plain NumPy loop"
+    ]
+    generator = torch.Generator().manual_seed(0)
+    for size in (8, 64):
+        for channels in (1, 4):
+            outputs = torch.rand((4, channels, size, size, size), generator=generator)
+            corners = [(0, 0, 0), (size // 2, 0, 0), (size, size // 2, 0), (0, size, size // 4)]
+            locations = [tio.PatchLocation(c, (size,) * 3) for c in corners]
+            times = {}
+            for name, limit in (("per patch", 0), ("whole batch", 10**9)):
+                aggregator = tio.PatchAggregator(shape, "hann")
+                aggregator._vectorised_max_voxels = limit
+                times[name] = best_of(repeats, partial(aggregator.add_batch, outputs, locations))
+                del aggregator
+            window = window_3d("hann", (size,) * 3).numpy()
+            buffers = [np.zeros((channels, *shape), dtype=np.float32) for _ in range(2)]
+            plain = partial(plain_add, *buffers, outputs.numpy(), locations, window)
+            plain_time = best_of(repeats, plain)
+            del buffers, plain
+            per_patch, whole = times["per patch"], times["whole batch"]
+            lines.append(
+                f"  {size}³ C={channels}: {per_patch * 1e3:7.3f} | {whole * 1e3:7.3f} "
+                f"({per_patch / whole:.2f}× per patch) | {plain_time * 1e3:7.3f} "
+                f"(plain / best path {plain_time / min(per_patch, whole):.1f}×)"
+            )
+    return lines
+
+
 def run_on_disk(folder: str, quick: bool) -> list[str]:
     shape = (192, 192, 128) if quick else (384, 384, 256)
     channels = 2
@@ -250,9 +308,19 @@ def main() -> None:
         help="torch intra-op threads (1 by default: on a shared, oversubscribed machine "
         "OpenMP barriers in every parallel kernel stall whenever a thread is descheduled)",
     )
+    parser.add_argument(
+        "--add-paths-only",
+        action="store_true",
+        help="only time the two ways of adding one batch (per patch, whole batch) and the plain loop",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = (128, 128, 96) if args.quick else (256, 256, 176)
+    if args.add_paths_only:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, volume {shape}")
+        for line in run_add_paths(shape):
+            print(line, flush=True)
+        return
     model = small_net()
     lines = [
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, volume {'×'.join(map(str, shape))}"
@@ -273,6 +341,8 @@ def main() -> None:
             for line in run_overlap(path, model, overlap, batch_size=4):
                 lines.append(line)
                 print(line, flush=True)
+        for line in run_add_paths(shape):
+            print(line, flush=True)
         for line in run_on_disk(folder, args.quick):
             print(line, flush=True)
 
