@@ -224,7 +224,7 @@ def _skip(file: Any, count: int, path: str) -> None:
 
 
 def _fill(file: Any, buffer: np.ndarray, path: str) -> None:
-    view = memoryview(buffer)
+    view = memoryview(buffer)  # type: ignore[arg-type]
     done = 0
     while done < len(view):
         # Bounded pieces: some readers (isal's) inflate into a temporary of the size asked.
@@ -558,7 +558,7 @@ class IndexedReader:
             file = self._handle()
             try:
                 file.seek(offset)
-                view = memoryview(out)
+                view = memoryview(out)  # type: ignore[arg-type]
                 done = 0
                 while done < size:
                     got = file.readinto(view[done:])

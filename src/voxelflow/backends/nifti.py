@@ -268,7 +268,7 @@ class NiftiBackend(Backend):
         """All stored values, read with ``readinto`` into a new ``(I, J, K, C)`` F-ordered array."""
         header = self.header
         out = np.empty(header.flat_shape, dtype=header.raw_dtype, order="F")
-        view = memoryview(out.reshape(-1, order="A")).cast("B")
+        view = memoryview(out.reshape(-1, order="A")).cast("B")  # type: ignore[arg-type]
         with open(header.data_path, "rb", buffering=0) as file:  # straight into ``out``
             file.seek(header.offset)
             done = 0

@@ -294,6 +294,8 @@ class NiftiZarrBackend(Backend):
         (1, 20, 15, 10)
     """
 
+    path: str  # always set: the store's location
+
     def __init__(
         self,
         source: str | os.PathLike[str],

@@ -320,7 +320,7 @@ class SlabSource:
         if isinstance(backend, NiftiZarrBackend) and backend.level == 0:
             return backend.nifti_header.copy()
         if isinstance(backend, NiftiBackend):
-            loaded = nib.load(backend.header.path)
+            loaded: Any = nib.load(backend.header.path)
             header = loaded.header.copy()
             slope, inter = loaded.dataobj.slope, loaded.dataobj.inter
             header.set_slope_inter(slope, inter)
@@ -330,6 +330,7 @@ class SlabSource:
     @staticmethod
     def _fresh_header(image: Any, label: bool) -> nib.Nifti1Header:
         dtype = image.dtype
+        numpy_dtype: np.dtype[Any]
         if dtype in (torch.float16, torch.bfloat16):
             numpy_dtype = np.dtype(np.float32)
         elif dtype == torch.bool:
@@ -355,6 +356,7 @@ class SlabSource:
         channels, i, j, _ = self.image.shape
         box = (slice(0, channels, 1), slice(0, i, 1), slice(0, j, 1), slice(k0, k1, 1))
         if self.raw:
+            assert self.backend is not None  # raw reads come from a NIfTI backend
             data = np.moveaxis(np.asarray(self.backend.read_raw(box)), -1, 0)
         elif self.backend is not None:
             data = self.backend.read(box).cpu().numpy()
@@ -535,8 +537,8 @@ class _Writer:
                     shards and (*lead_chunks(lead), *shards),
                 )
                 factors = tuple(2 if s > 1 else 1 for s in self.shapes[n - 1]) if n else (1, 1, 1)
-                slab = (shards or chunks)[0]
-                levels.append(_Level(array, factors, slab, []))  # type: ignore[arg-type]
+                slab_depth = (shards or chunks)[0]
+                levels.append(_Level(array, factors, slab_depth, []))  # type: ignore[arg-type]
             step = levels[0].slab
             depth = self.spatial_zyx[0]
             bar = tqdm(

@@ -150,6 +150,8 @@ class RemoteNiftiBackend(Backend):
         'RemoteNiftiBackend'
     """
 
+    path: str  # always set: the URI
+
     def __init__(
         self,
         uri: str,
@@ -298,6 +300,8 @@ class RemoteNiftiGzBackend(Backend):
         >>> RemoteNiftiGzBackend.region_reads
         False
     """
+
+    path: str  # always set: the URI
 
     region_reads = False  # a region costs a stream from the start of the file
 
