@@ -291,7 +291,7 @@ def save_figure(t1: np.ndarray, truth: np.ndarray, prediction: np.ndarray, path:
     colours = ListedColormap(["black", "#4a90d9", "#e8a33d", "#f4f1e8"])
     centre = [n // 2 for n in t1.shape]
     views = {
-        "sagittal": lambda a: a[centre[0] - 30].T,
+        "sagittal (right, held out)": lambda a: a[centre[0] + 30].T,
         "coronal": lambda a: a[:, centre[1]].T,
         "axial": lambda a: a[:, :, centre[2]].T,
     }
