@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every benchmark once, in sequence, printing each one's figures.
-# About 12 minutes on 2 cores; scratch data goes to ${BENCH_DIR:-/tmp/voxelflow-bench} and is
+# --quick takes about 2 minutes on 2 cores (measured); the full sizes were measured script by
+# script (training 81 s; the others a few minutes each), not yet timed as one sequence. Scratch data goes to ${BENCH_DIR:-/tmp/voxelflow-bench} and is
 # removed by each script. Uses the demo's environment (.venv): run scripts/demo.sh once first,
 # or set PYTHON. Pass --quick for a smoke run of a minute or two on small volumes.
 set -euo pipefail
@@ -15,7 +16,7 @@ if [ "${1:-}" = "--quick" ]; then
   infer=(--quick)
 else
   lazy=()
-  gz=()
+  gz=(--repeats 3)  # nibabel's proxy takes up to 14 s per region at the end of the stream
   zarr=(--size-gib 1.0)
   infer=()
 fi
