@@ -18,7 +18,7 @@ from voxelflow._indexing import Box, box_shape, normalize_index, to_box
 
 @runtime_checkable
 class BackendProtocol(Protocol):
-    """What every backend provides. The contract:
+    """What every backend provides (see :class:`Backend` for an example). The contract:
 
     * ``shape`` is always ``(C, I, J, K)``: four axes, never dropped, channels
       first, then the three voxel axes in the file's index order.
@@ -165,6 +165,14 @@ def apply_scaling(
 
     One implementation for every backend, so that all paths give bit-identical
     values: cast to ``dtype``, then multiply and add in ``dtype`` in place.
+
+    Example:
+        >>> import numpy as np
+        >>> from voxelflow.backends import apply_scaling, scaled_dtype
+        >>> raw = np.array([0, 10], dtype=np.int16)
+        >>> dtype = scaled_dtype(raw.dtype, 0.5, 1.0)
+        >>> apply_scaling(raw, 0.5, 1.0, dtype), dtype
+        (array([1., 6.], dtype=float32), dtype('float32'))
     """
     out = raw.astype(dtype, order="K", copy=True)
     if not is_scaled(slope, inter):

@@ -66,7 +66,15 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclass(frozen=True)
 class NiftiHeader:
-    """What voxelflow needs from a NIfTI header, in plain types (pickles cleanly)."""
+    """What voxelflow needs from a NIfTI header, in plain types (pickles cleanly).
+
+    Example:
+        >>> from nibabel.testing import data_path
+        >>> from voxelflow.backends import NiftiHeader
+        >>> header = NiftiHeader.read(f"{data_path}/functional.nii")
+        >>> header.shape, header.raw_dtype.name, header.dtype.name  # scaled int16 reads as float32
+        ((20, 17, 21, 3), 'int16', 'float32')
+    """
 
     path: str
     data_path: str

@@ -61,24 +61,54 @@ def register_backend(
     Higher ``priority`` is asked first (built-ins: NIfTI-Zarr 30, NIfTI 20,
     SimpleITK -100 as the fallback). Registering an existing name raises
     unless ``replace=True``.
+
+    Example:
+        >>> import numpy as np
+        >>> from voxelflow.backends import ArrayLikeBackend, register_backend, unregister_backend
+        >>> register_backend("ones", lambda s: s.startswith("ones://"),
+        ...                  lambda s: ArrayLikeBackend(np.ones((4, 4, 4)), np.eye(4), path=s))
+        >>> import voxelflow as tio
+        >>> tio.ScalarImage("ones://demo").dataobj[:, 0, 0, 0].item()
+        1.0
+        >>> unregister_backend("ones")
     """
     _register(_BACKENDS, "backend", name, matcher, factory, priority, replace)
 
 
 def unregister_backend(name: str) -> None:
-    """Remove a backend by name."""
+    """Remove a backend by name.
+
+    Example:
+        >>> from voxelflow.backends import unregister_backend
+        >>> unregister_backend("no-such-backend")
+        Traceback (most recent call last):
+        ...
+        voxelflow._errors.VoxelflowKeyError: no backend named 'no-such-backend' is registered; ...
+    """
     _unregister(_BACKENDS, "backend", name)
 
 
 def register_writer(
     name: str, matcher: Matcher, writer: Writer, *, priority: int = 0, replace: bool = False
 ) -> None:
-    """Register a writer: ``writer(image, path, **options)`` for paths where ``matcher(path)``."""
+    """Register a writer: ``writer(image, path, **options)`` for paths where ``matcher(path)``.
+
+    Example:
+        >>> import os, tempfile, numpy as np, torch, voxelflow as tio
+        >>> from voxelflow.backends import register_writer, unregister_writer
+        >>> register_writer("npy", lambda p: p.endswith(".npy"),
+        ...                 lambda image, path: np.save(path, image.numpy()), priority=50)
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+        >>> tio.ScalarImage(torch.zeros(1, 2, 2, 2)).save(path)
+        >>> np.load(path).shape
+        (1, 2, 2, 2)
+        >>> unregister_writer("npy")
+    """
     _register(_WRITERS, "writer", name, matcher, writer, priority, replace)
 
 
 def unregister_writer(name: str) -> None:
-    """Remove a writer by name."""
+    """Remove a writer by name (see :func:`register_writer`)."""
     _unregister(_WRITERS, "writer", name)
 
 
@@ -98,6 +128,13 @@ def open_backend(
     """Resolve ``source`` to a backend and open it (reads the header only).
 
     ``backend`` forces a registered backend by name; ``options`` go to its factory.
+
+    Example:
+        >>> from nibabel.testing import data_path
+        >>> from voxelflow.backends import open_backend
+        >>> backend = open_backend(f"{data_path}/anatomical.nii")
+        >>> type(backend).__name__, backend.shape
+        ('NiftiBackend', (1, 33, 41, 25))
     """
     text = os.fspath(source)
     if backend is not None:

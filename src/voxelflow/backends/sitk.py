@@ -69,9 +69,14 @@ class SimpleITKBackend(Backend):
     """Any format SimpleITK reads; header-only open, full read on first access.
 
     Example:
-        >>> import voxelflow as tio  # doctest: +SKIP
-        >>> image = tio.ScalarImage("head.nrrd")  # reads only the header
-        >>> image[:, :10].shape  # loads the volume once, then slices it
+        >>> import os, tempfile, torch, voxelflow as tio
+        >>> path = os.path.join(tempfile.mkdtemp(), "head.nrrd")
+        >>> tio.ScalarImage(torch.rand(1, 20, 16, 12)).save(path)
+        >>> image = tio.ScalarImage(path)  # reads only the header
+        >>> image.shape, image.dataobj._volume is None
+        ((1, 20, 16, 12), True)
+        >>> image[:, :10].data.shape  # loads the volume once, then slices it
+        torch.Size([1, 10, 16, 12])
     """
 
     region_reads = False

@@ -16,6 +16,14 @@ class WindowBackend(Backend):
 
     Windows of windows collapse into one window of the original backend, so a
     chain of slices costs one read.
+
+    Example:
+        >>> import torch
+        >>> from voxelflow.backends import TensorBackend, WindowBackend
+        >>> parent = TensorBackend(torch.arange(1000.0).reshape(1, 10, 10, 10))
+        >>> window = WindowBackend(parent, (range(1), range(2, 8, 2), range(10), range(9, -1, -1)))
+        >>> window.shape, window[0, 0, 0, 0].item()
+        ((1, 3, 10, 10), 209.0)
     """
 
     parent: BackendProtocol
