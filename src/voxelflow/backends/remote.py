@@ -134,7 +134,30 @@ def _parse_header(uri: str, raw: bytes, data_path: str | None = None) -> NiftiHe
     )
 
 
-class RemoteNiftiBackend(Backend):
+class _RemoteObject(Backend):
+    """What the remote backends share: the URI, its fsspec filesystem (dropped on
+    pickling, reopened lazily in the process that reads) and the retry budget."""
+
+    path: str  # always set: the URI
+
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None, retries: int) -> None:
+        self.path = uri
+        self.storage_options = dict(storage_options or {})
+        self.retries = int(retries)
+        self._fs, self._key = filesystem(uri, self.storage_options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fs"] = None
+        return state
+
+    def _filesystem(self) -> Any:
+        if self._fs is None:
+            self._fs, self._key = filesystem(self.path, self.storage_options)
+        return self._fs
+
+
+class RemoteNiftiBackend(_RemoteObject):
     """An uncompressed ``.nii`` on remote storage, read with ranged requests.
 
     Args:
@@ -150,8 +173,6 @@ class RemoteNiftiBackend(Backend):
         'RemoteNiftiBackend'
     """
 
-    path: str  # always set: the URI
-
     def __init__(
         self,
         uri: str,
@@ -160,11 +181,8 @@ class RemoteNiftiBackend(Backend):
         max_gap: int = 64 * 1024,
         retries: int = 3,
     ) -> None:
-        self.path = uri
-        self.storage_options = dict(storage_options or {})
+        super().__init__(uri, storage_options, retries)
         self.max_gap = int(max_gap)
-        self.retries = int(retries)
-        self._fs, self._key = filesystem(uri, self.storage_options)
         raw = _retrying(
             uri,
             "read the header",
@@ -188,16 +206,6 @@ class RemoteNiftiBackend(Backend):
                 "re-upload it"
             )
         self._size = None if size is None else int(size)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_fs"] = None
-        return state
-
-    def _filesystem(self) -> Any:
-        if self._fs is None:
-            self._fs, self._key = filesystem(self.path, self.storage_options)
-        return self._fs
 
     def plan(self, box: Box) -> tuple[list[tuple[int, int]], np.ndarray, int]:
         """Byte ranges to fetch for ``box``: ``(requests, row_starts, row_length)``.
@@ -287,7 +295,7 @@ class RemoteNiftiBackend(Backend):
         return facts
 
 
-class RemoteNiftiGzBackend(Backend):
+class RemoteNiftiGzBackend(_RemoteObject):
     """A ``.nii.gz`` on remote storage, *streamed*: no random access, no temp file.
 
     Opening fetches one small ranged request and inflates only the header. A
@@ -301,8 +309,6 @@ class RemoteNiftiGzBackend(Backend):
         False
     """
 
-    path: str  # always set: the URI
-
     region_reads = False  # a region costs a stream from the start of the file
 
     def __init__(
@@ -313,11 +319,8 @@ class RemoteNiftiGzBackend(Backend):
         block_size: int = 8 * 1024 * 1024,
         retries: int = 3,
     ) -> None:
-        self.path = uri
-        self.storage_options = dict(storage_options or {})
+        super().__init__(uri, storage_options, retries)
         self.block_size = int(block_size)
-        self.retries = int(retries)
-        self._fs, self._key = filesystem(uri, self.storage_options)
         probe = _retrying(
             uri, "read the header", self.retries, self._fs.cat_file, self._key, start=0, end=65536
         )
@@ -337,17 +340,11 @@ class RemoteNiftiGzBackend(Backend):
         self.affine = self.header.affine
         self.dtype = torch_dtype(self.header.dtype)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_fs"] = None
-        return state
-
     def read_raw(self, box: Box | None) -> np.ndarray:
         """Stored values of ``box`` as ``(I, J, K, C)``, streamed from the start of the object."""
         from nibabel.fileslice import fileslice
 
-        if self._fs is None:
-            self._fs, self._key = filesystem(self.path, self.storage_options)
+        self._filesystem()
         header = self.header
         key = (slice(None),) * 4 if box is None else (box[1], box[2], box[3], box[0])
 
