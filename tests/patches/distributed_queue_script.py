@@ -1,4 +1,4 @@
-"""Run by ``tests/test_distributed.py`` under ``torchrun --nproc_per_node=2`` (gloo).
+"""Run by ``tests/patches/test_distributed.py`` under ``torchrun --nproc_per_node=2`` (gloo).
 
 Each rank runs two epochs of a Queue over its DistributedSampler share (the
 second epoch through a DataLoader with two worker processes) and rank 0 writes
