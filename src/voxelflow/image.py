@@ -23,6 +23,7 @@ from voxelflow._errors import (
     VoxelflowValueError,
     check_choice,
 )
+from voxelflow._format import pretty_bytes
 from voxelflow._indexing import normalize_index, region_affine, to_box
 from voxelflow.backends import (
     ArrayLikeBackend,
@@ -353,7 +354,7 @@ class Image:
             details = (
                 f"shape: {shape}; spacing: ({spacing}); orientation: {''.join(self.orientation)}+; "
                 f"dtype: {str(self.dtype).replace('torch.', '')}; "
-                f"memory: {_pretty_bytes(self.memory)}"
+                f"memory: {pretty_bytes(self.memory)}"
             )
         except Exception as error:  # a repr must never raise
             details = f"unreadable: {error}"
@@ -409,12 +410,3 @@ def _reader_backend(path: str, reader: Callable[..., Any], kwargs: dict[str, Any
             array = array[None]
         return TensorBackend(as_4d_tensor(array, what=path), affine)
     return ArrayLikeBackend(array, affine, path=path)
-
-
-def _pretty_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    return f"{n} B"

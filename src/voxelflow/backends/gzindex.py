@@ -134,12 +134,14 @@ def igzip_module() -> ModuleType | None:
         return None
 
 
-def _isal_errors() -> tuple[type[BaseException], ...]:
-    """isal's own decode error (``IsalError`` stopped deriving from ``OSError`` in isal 1.9)."""
+def _decode_errors() -> tuple[type[Exception], ...]:
+    """What a gzip decoder raises on a corrupt stream; isal's ``IsalError`` stopped deriving
+    from ``OSError`` in isal 1.9."""
+    errors: tuple[type[Exception], ...] = (ValueError, OSError, EOFError, zlib.error)
     try:
-        return (importlib.import_module("isal.igzip_lib").IsalError,)
+        return (*errors, importlib.import_module("isal.igzip_lib").IsalError)
     except (ImportError, AttributeError):
-        return ()
+        return errors
 
 
 def default_threads() -> int:
@@ -220,7 +222,7 @@ def _inflate_isal(igzip: ModuleType, path: str, offset: int, buffer: np.ndarray)
             _skip(file, offset, path)
             _fill(file, buffer, path)
             _drain(file)  # reaching EOF makes igzip check CRC-32 and length
-    except (ValueError, OSError, EOFError, zlib.error, *_isal_errors()) as error:
+    except _decode_errors() as error:
         if isinstance(error, VoxelflowValueError):
             raise
         raise corrupt_error(path, error) from error
@@ -266,7 +268,7 @@ def _check_trailer(path: str, total: int) -> None:
     try:
         with opener(path, "rb") as stream:
             _drain(stream)
-    except (ValueError, OSError, EOFError, zlib.error, *_isal_errors()) as error:
+    except _decode_errors() as error:
         raise corrupt_error(path, error) from error
 
 

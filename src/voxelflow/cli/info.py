@@ -15,7 +15,8 @@ def describe(
     source: str, level: int | None = None, storage_options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Header facts about ``source`` (reads no voxel data)."""
-    from voxelflow.image import Image, _pretty_bytes
+    from voxelflow._format import pretty_bytes
+    from voxelflow.image import Image
 
     image = Image(source, level=level, storage_options=storage_options)
     backend = image.dataobj
@@ -27,7 +28,7 @@ def describe(
         "orientation": "".join(image.orientation) + "+",
         "origin": [round(x, 4) for x in image.origin],
         "affine": np.round(image.affine, 6).tolist(),
-        "memory when loaded": _pretty_bytes(image.memory),
+        "memory when loaded": pretty_bytes(image.memory),
     }
     for key, value in backend.describe().items():  # type: ignore[attr-defined]
         facts[key] = _pretty(key, value)
@@ -36,9 +37,9 @@ def describe(
 
 def _pretty(key: str, value: Any) -> Any:
     if key.startswith("size") and isinstance(value, int):
-        from voxelflow.image import _pretty_bytes
+        from voxelflow._format import pretty_bytes
 
-        return f"{_pretty_bytes(value)} ({value} bytes)"
+        return f"{pretty_bytes(value)} ({value} bytes)"
     return value
 
 

@@ -41,12 +41,12 @@ from collections.abc import Callable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from voxelflow._errors import VoxelflowRuntimeError, VoxelflowTypeError, VoxelflowValueError
-from voxelflow.image import _pretty_bytes
+from voxelflow._format import pretty_bytes
+from voxelflow._random import derive_seed, fresh_seed, make_generator
 from voxelflow.patches.sampler import PatchSampler
 from voxelflow.patches.samplers import cheap_region_reads, private_copy
 from voxelflow.subject import Subject
@@ -81,12 +81,6 @@ def _apply(transform: TransformLike, subject: Subject, generator: torch.Generato
             f"Queue: the transform {transform!r} returned a {type(result).__name__}, not a Subject"
         )
     return result
-
-
-def _seed(*parts: int) -> int:
-    return int(
-        np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(1, np.uint64)[0] >> 1
-    )
 
 
 class Queue(IterableDataset):  # type: ignore[type-arg]
@@ -184,7 +178,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         self.shuffle_patches = bool(shuffle_patches)
         self.transform = transform
         self.subject_sampler = subject_sampler
-        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.seed = fresh_seed(seed)
         self.whole_transform, self.patch_transform = split_transform(transform)
         self._epoch = 0
         self._epoch_override: int | None = None
@@ -223,7 +217,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
 
     @property
     def max_memory_pretty(self) -> str:
-        return _pretty_bytes(self.max_memory)
+        return pretty_bytes(self.max_memory)
 
     # ------------------------------------------------------------ epochs
     def set_epoch(self, epoch: int) -> None:
@@ -244,18 +238,20 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         """This process's ``(subject index, subject seed)`` list for one epoch, and the
         generator of the patch shuffle. Advances the epoch."""
         key = self._epoch_key()
-        generator = torch.Generator().manual_seed(_seed(self.seed, *key, 0))
+        generator = make_generator(derive_seed(self.seed, *key, 0))
         if self.subject_sampler is not None:
             order = [int(i) for i in self.subject_sampler]
         else:
             order = list(range(len(self.subjects)))
         if self.shuffle_subjects:
             order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
-        tasks = [(index, _seed(self.seed, *key, 1, place)) for place, index in enumerate(order)]
+        tasks = [
+            (index, derive_seed(self.seed, *key, 1, place)) for place, index in enumerate(order)
+        ]
         worker = get_worker_info()
         if worker is not None:  # split the subjects, do not repeat them, across processes
             tasks = tasks[worker.id :: worker.num_workers]
-            generator.manual_seed(_seed(self.seed, *key, 2, worker.id))
+            generator.manual_seed(derive_seed(self.seed, *key, 2, worker.id))
         return tasks, generator
 
     # ------------------------------------------------------------ producing
@@ -273,7 +269,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
             raise VoxelflowTypeError(
                 f"Queue: subjects[{index}] is a {type(subject).__name__}, not a voxelflow Subject"
             )
-        generator = torch.Generator().manual_seed(seed)
+        generator = make_generator(seed)
         working = private_copy(subject, lambda image: not cheap_region_reads(image))
         if self.whole_transform is not None:
             working = _apply(self.whole_transform, working, generator)

@@ -10,39 +10,22 @@ the volume are padded on the fly, per patch, never by padding the volume.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from voxelflow._errors import VoxelflowValueError, check_choice
+from voxelflow._errors import VoxelflowValueError
+from voxelflow._geometry import Triplet, describe, shifted_affine, to_positive_triplet, to_triplet
+from voxelflow._padding import PADDING_MODES, PaddingMode, pad_tensor, parse_padding_mode
 from voxelflow.image import Image
 from voxelflow.patches.location import PatchLocation
 from voxelflow.subject import Subject
 
-PaddingMode = Literal["constant", "edge", "reflect", "symmetric"]
-PADDING_MODES: tuple[str, ...] = ("constant", "edge", "reflect", "symmetric")
-TypeTriplet = tuple[int, int, int]
-
-
-def to_triplet(value: int | Sequence[int], name: str = "patch_size") -> TypeTriplet:
-    """``64`` → ``(64, 64, 64)``; three ints stay; anything else raises."""
-    values: tuple[int, ...]
-    if isinstance(value, int | np.integer):
-        values = (int(value),) * 3
-    else:
-        values = tuple(int(v) for v in value)
-    if len(values) != 3:
-        raise VoxelflowValueError(f"{name} must be an int or three ints, got {value!r}")
-    return values  # type: ignore[return-value]
+TypeTriplet = Triplet  # the name the patch modules use
 
 
 def parse_patch_size(patch_size: int | Sequence[int]) -> TypeTriplet:
     """Validate a patch size: positive integers along I, J, K."""
-    size = to_triplet(patch_size, "patch_size")
-    if any(s <= 0 for s in size):
-        raise VoxelflowValueError(f"patch_size must be positive along every axis, got {size}")
-    return size
+    return to_positive_triplet(patch_size, "patch_size")
 
 
 def check_patch_fits(
@@ -56,13 +39,6 @@ def check_patch_fits(
             f"{what}: patch {patch} does not fit in spatial shape {shape}; pass padding_mode= "
             "or a smaller patch_size"
         )
-
-
-def parse_padding_mode(padding_mode: str | float | None) -> str | float | None:
-    """``None`` (no padding), a NumPy-style mode name, or a number (constant padding value)."""
-    if padding_mode is None or isinstance(padding_mode, int | float):
-        return padding_mode
-    return check_choice("padding_mode", padding_mode, PADDING_MODES)
 
 
 def subject_name(subject: Subject) -> str:
@@ -97,22 +73,8 @@ def read_patch(
     before = [a - i for a, i in zip(inside_ini, ini, strict=True)]
     after = [f - b for f, b in zip(fin, inside_fin, strict=True)]
     if any(before) or any(after):
-        data = _pad(data, before, after, padding_mode)
-    affine = image.affine.copy()
-    affine[:3, 3] = image.affine[:3, :3] @ np.asarray(ini, dtype=np.float64) + image.affine[:3, 3]
-    return image.new_like(data, affine)
-
-
-def _pad(
-    data: torch.Tensor, before: list[int], after: list[int], mode: str | float | None
-) -> torch.Tensor:
-    widths = [(0, 0)] + list(zip(before, after, strict=True))
-    array = data.cpu().numpy()
-    if mode is None or isinstance(mode, int | float):
-        padded = np.pad(array, widths, mode="constant", constant_values=mode or 0)
-    else:
-        padded = np.pad(array, widths, mode=mode)  # type: ignore[call-overload]
-    return torch.from_numpy(padded).to(data.device)
+        data = pad_tensor(data, before, after, padding_mode)
+    return image.new_like(data, shifted_affine(image.affine, ini))
 
 
 def extract_patch(
@@ -165,5 +127,17 @@ class PatchSampler:
         return f"{type(self).__name__}(patch_size={self.patch_size})"
 
 
-def describe(value: Any) -> str:
-    return "×".join(map(str, value))
+__all__ = [
+    "PADDING_MODES",
+    "PaddingMode",
+    "PatchSampler",
+    "TypeTriplet",
+    "check_patch_fits",
+    "describe",
+    "extract_patch",
+    "parse_padding_mode",
+    "parse_patch_size",
+    "read_patch",
+    "subject_name",
+    "to_triplet",
+]

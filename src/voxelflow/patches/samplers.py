@@ -45,6 +45,7 @@ from voxelflow._errors import (
     VoxelflowValueError,
     did_you_mean,
 )
+from voxelflow._random import derive_seed, fresh_seed, make_generator
 from voxelflow.backends.nifti import NiftiGzBackend
 from voxelflow.image import LABEL, Image
 from voxelflow.patches.location import PatchLocation
@@ -322,8 +323,8 @@ class RandomSampler(PatchSampler, IterableDataset):  # type: ignore[type-arg]
             )
         self.subject = subject
         self.num_patches = num_patches
-        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.seed = fresh_seed(seed)
+        self.generator = make_generator(self.seed)
         self._iterations = 0
         self._tables = _TableCache()
         if subject is not None:
@@ -404,8 +405,7 @@ class RandomSampler(PatchSampler, IterableDataset):  # type: ignore[type-arg]
             key += [worker.seed - worker.id, worker.id]
             if total is not None:
                 total = total // worker.num_workers + (worker.id < total % worker.num_workers)
-        seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
-        yield from self(self.subject, total, torch.Generator().manual_seed(seed))
+        yield from self(self.subject, total, make_generator(derive_seed(*key)))
 
     def __len__(self) -> int:
         if self.num_patches is None:

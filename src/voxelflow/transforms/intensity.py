@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from voxelflow._errors import VoxelflowKeyError, VoxelflowTypeError, VoxelflowValueError
+from voxelflow._random import make_generator, seed_from
 from voxelflow.image import INTENSITY, Image
 from voxelflow.subject import Subject
-from voxelflow.transforms.transform import Transform, image_tensor, parse_range, seed_from, uniform
+from voxelflow.transforms.transform import Transform, image_tensor, parse_range, uniform
 
 
 def as_float(tensor: torch.Tensor) -> torch.Tensor:
@@ -68,7 +69,7 @@ class Noise(IntensityTransform):
         if data.device.type == "cpu":
             noise = torch.randn(data.shape, generator=generator, dtype=data.dtype)
         else:  # a generator on the data's device, seeded from ours
-            local = torch.Generator(device=data.device).manual_seed(seed_from(generator))
+            local = make_generator(seed_from(generator), data.device)
             noise = torch.randn(data.shape, generator=local, dtype=data.dtype, device=data.device)
         out = torch.add(data, noise, alpha=std)  # one pass: data + std * noise
         return out.add_(mean) if mean else out

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from voxelflow._errors import VoxelflowValueError
+from voxelflow._geometry import shifted_affine
+from voxelflow._padding import PADDING_MODES, pad_tensor, parse_padding_mode
 from voxelflow.image import LABEL, Image
-from voxelflow.patches.sampler import PADDING_MODES, parse_padding_mode
 from voxelflow.subject import Subject
 from voxelflow.transforms.transform import Transform, image_tensor
 
@@ -33,13 +34,6 @@ def parse_bounds(value: int | Sequence[int], name: str) -> Bounds:
             f"got {value!r}"
         )
     return values  # type: ignore[return-value]
-
-
-def shifted_affine(affine: np.ndarray, shift: Sequence[int]) -> np.ndarray:
-    """The affine of a grid whose voxel 0 is voxel ``shift`` of the old grid."""
-    new = affine.copy()
-    new[:3, 3] = affine[:3, :3] @ np.asarray(shift, dtype=np.float64) + affine[:3, 3]
-    return new
 
 
 class Flip(Transform):
@@ -153,24 +147,6 @@ class Pad(Transform):
         return f"Pad(padding={self.padding}, padding_mode={self.padding_mode!r}, p={self.p})"
 
 
-def pad_tensor(tensor: torch.Tensor, bounds: Bounds, mode: str | float | None) -> torch.Tensor:
-    """``tensor`` (C, I, J, K) padded by ``bounds`` with ``mode`` (a number: constant)."""
-    if mode is None or isinstance(mode, int | float) or mode == "constant":
-        value = 0.0 if mode is None or isinstance(mode, str) else float(mode)
-        shape = [tensor.shape[0]] + [
-            n + bounds[2 * a] + bounds[2 * a + 1] for a, n in enumerate(tensor.shape[1:])
-        ]
-        out = torch.full(shape, value, dtype=tensor.dtype, device=tensor.device)
-        inner = tuple(
-            slice(bounds[2 * a], bounds[2 * a] + n) for a, n in enumerate(tensor.shape[1:])
-        )
-        out[(slice(None), *inner)] = tensor
-        return out
-    widths = [(0, 0)] + [(bounds[2 * a], bounds[2 * a + 1]) for a in range(3)]
-    padded = np.pad(tensor.cpu().numpy(), widths, mode=mode)  # type: ignore[call-overload]
-    return torch.from_numpy(padded).to(tensor.device)
-
-
 def pad_subject(
     transform: Transform, subject: Subject, bounds: Bounds, mode: str | float | None
 ) -> Subject:
@@ -179,7 +155,7 @@ def pad_subject(
     new: dict[str, Image] = {}
     for name, image in transform.images_to_transform(subject).items():
         image_mode = 0 if image.type == LABEL and isinstance(mode, int | float) else mode
-        data = pad_tensor(image_tensor(image), bounds, image_mode)
+        data = pad_tensor(image_tensor(image), bounds[::2], bounds[1::2], image_mode)
         new[name] = image.new_like(data, shifted_affine(image.affine, [-b for b in bounds[::2]]))
     return transform.replace(subject, new)
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from voxelflow._errors import VoxelflowTypeError, VoxelflowValueError
+from voxelflow._random import fresh_seed, make_generator
 from voxelflow.batch import ImagesBatch, SubjectsBatch
 from voxelflow.image import INTENSITY, LABEL, Image, ScalarImage
 from voxelflow.subject import Subject
@@ -38,11 +39,6 @@ def image_tensor(image: Image) -> torch.Tensor:
     """The image's whole tensor, read without caching it in ``image`` (read-only)."""
     data = getattr(image, "_data", None)
     return data if data is not None else image.dataobj.read(None)  # type: ignore[no-any-return]
-
-
-def seed_from(generator: torch.Generator) -> int:
-    """A 62-bit seed drawn from ``generator`` (to seed a generator on another device)."""
-    return int(torch.randint(0, 2**62, (), generator=generator).item())
 
 
 def uniform(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
@@ -102,8 +98,8 @@ class Transform:
         if not 0.0 <= p <= 1.0:
             raise VoxelflowValueError(f"{type(self).__name__}: p must be in [0, 1], got {p}")
         self.p = p
-        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.seed = fresh_seed(seed)
+        self.generator = make_generator(self.seed)
         self.include = None if include is None else tuple(include)
         self.exclude = tuple(exclude or ())
 
