@@ -178,6 +178,13 @@ class Image:
         new._set_tensor(as_4d_tensor(tensor))
         return new
 
+    def lazy_like(self, backend: BackendProtocol) -> Image:
+        """A new unloaded image of the same class, type and metadata over ``backend``,
+        with the backend's affine; nothing is read (used by lazy transforms)."""
+        new = self._from_backend(self, backend, np.asarray(backend.affine, dtype=np.float64))
+        new._path = backend.path
+        return new
+
     # ------------------------------------------------------------------ backend
     @property
     def dataobj(self) -> BackendProtocol:

@@ -44,6 +44,7 @@ class Subject(dict):  # type: ignore[type-arg]
             if not isinstance(key, str):
                 raise VoxelflowTypeError(f"Subject: keys must be strings, got {key!r}")
         super().__init__(**entries)
+        self.__dict__["_applied_transforms"] = []
 
     # -------------------------------------------------------------- access
     def __getattr__(self, name: str) -> Any:
@@ -150,6 +151,34 @@ class Subject(dict):  # type: ignore[type-arg]
     def check_consistent_space(self) -> None:
         """Raise unless every image has the same spatial shape."""
         self.spatial_shape  # noqa: B018
+
+    # -------------------------------------------------------------- history
+    @property
+    def applied_transforms(self) -> list[Any]:
+        """The transforms applied to this subject, in order, with their drawn parameters
+        (:class:`~voxelflow.transforms.transform.AppliedTransform` entries)."""
+        return self.__dict__.get("_applied_transforms", [])  # type: ignore[no-any-return]
+
+    @applied_transforms.setter
+    def applied_transforms(self, value: Iterable[Any]) -> None:
+        self.__dict__["_applied_transforms"] = list(value)
+
+    def get_inverse_transform(self, warn: bool = True, ignore_intensity: bool = False) -> Any:
+        """A ``Compose`` that undoes the invertible transforms of :attr:`applied_transforms`."""
+        from voxelflow.transforms.inverse import get_inverse_transform
+
+        return get_inverse_transform(
+            self.applied_transforms, warn=warn, ignore_intensity=ignore_intensity
+        )
+
+    def apply_inverse_transform(self, warn: bool = True, ignore_intensity: bool = False) -> Subject:
+        """A new subject with the invertible transforms of its history undone, last first.
+
+        Transforms that cannot be undone (noise, intensity maps...) are skipped,
+        with a warning when ``warn``; ``ignore_intensity`` skips every intensity
+        transform silently. Label maps are resampled with nearest neighbours.
+        """
+        return self.get_inverse_transform(warn=warn, ignore_intensity=ignore_intensity)(self)  # type: ignore[no-any-return]
 
     # -------------------------------------------------------------- memory
     def load(self) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from voxelflow._errors import VoxelflowTypeError, VoxelflowValueError
 from voxelflow.subject import Subject
-from voxelflow.transforms.transform import Transform
+from voxelflow.transforms.transform import Transform, uniform
 
 
 def _check_transforms(owner: str, transforms: Sequence[object]) -> list[Transform]:
@@ -33,6 +33,8 @@ class Compose(Transform):
         True
     """
 
+    records_history = False  # each transform records itself
+
     def __init__(
         self, transforms: Sequence[Transform], p: float = 1.0, seed: int | None = None
     ) -> None:
@@ -43,9 +45,20 @@ class Compose(Transform):
     def patchwise(self) -> bool:  # type: ignore[override]
         return all(transform.patchwise for transform in self.transforms)
 
-    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+    @property
+    def lazy(self) -> bool:  # type: ignore[override]
+        return all(transform.lazy for transform in self.transforms)
+
+    def transform_subject(self, subject: Subject, generator: torch.Generator) -> Subject:
+        if self.p < 1.0 and uniform(generator) >= self.p:
+            return subject
         for transform in self.transforms:
             subject = transform.transform_subject(subject, generator)
+        return subject
+
+    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+        for transform in self.transforms:
+            subject = transform.apply(subject, generator)
         return subject
 
     def split(self) -> tuple[Transform | None, Transform | None]:
@@ -113,6 +126,18 @@ class OneOf(Transform):
                 f"OneOf: weights must be non-negative with a positive sum, got {weights}"
             )
         self.weights = torch.tensor(weights, dtype=torch.float64) / sum(weights)
+
+    records_history = False  # the chosen transform records itself
+
+    @property
+    def lazy(self) -> bool:  # type: ignore[override]
+        return all(transform.lazy for transform in self.transforms)
+
+    def transform_subject(self, subject: Subject, generator: torch.Generator) -> Subject:
+        if self.p < 1.0 and uniform(generator) >= self.p:
+            return subject
+        choice = int(torch.multinomial(self.weights, 1, generator=generator))
+        return self.transforms[choice].transform_subject(subject, generator)
 
     @property
     def patchwise(self) -> bool:  # type: ignore[override]

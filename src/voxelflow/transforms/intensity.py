@@ -6,13 +6,15 @@ noised, never rescaled). Integer intensities become float32.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from voxelflow._errors import VoxelflowKeyError, VoxelflowTypeError, VoxelflowValueError
-from voxelflow._random import make_generator, seed_from
+from voxelflow._random import derive_seed, make_generator, seed_from
 from voxelflow.image import INTENSITY, Image
 from voxelflow.subject import Subject
 from voxelflow.transforms.transform import Transform, image_tensor, parse_range, uniform
@@ -31,13 +33,16 @@ class IntensityTransform(Transform):
             return dtype
         return torch.float32
 
-    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+    def apply_transform(self, subject: Subject, params: dict[str, Any]) -> Subject:
         new = {}
         for name, image in self.images_to_transform(subject, (INTENSITY,)).items():
-            new[name] = image.new_like(self.map(image, subject, generator))
+            new[name] = image.new_like(self.map(image, subject, params, name))
         return self.replace(subject, new)
 
-    def map(self, image: Image, subject: Subject, generator: torch.Generator) -> torch.Tensor:
+    def map(
+        self, image: Image, subject: Subject, params: dict[str, Any], name: str = "image"
+    ) -> torch.Tensor:
+        """The new tensor of the intensity image ``name``, given the drawn ``params``."""
         raise NotImplementedError
 
 
@@ -62,15 +67,22 @@ class Noise(IntensityTransform):
         self.mean = parse_range(mean, "Noise mean")
         self.std = parse_range(std, "Noise std", nonnegative=True)
 
-    def map(self, image: Image, subject: Subject, generator: torch.Generator) -> torch.Tensor:
+    def make_params(self, subject: Subject, generator: torch.Generator) -> dict[str, Any]:
+        return {
+            "mean": uniform(generator, *self.mean),
+            "std": uniform(generator, *self.std),
+            "seed": seed_from(generator),
+        }
+
+    def map(
+        self, image: Image, subject: Subject, params: dict[str, Any], name: str = "image"
+    ) -> torch.Tensor:
         data = as_float(image_tensor(image))
-        mean = uniform(generator, *self.mean)
-        std = uniform(generator, *self.std)
-        if data.device.type == "cpu":
-            noise = torch.randn(data.shape, generator=generator, dtype=data.dtype)
-        else:  # a generator on the data's device, seeded from ours
-            local = make_generator(seed_from(generator), data.device)
-            noise = torch.randn(data.shape, generator=local, dtype=data.dtype, device=data.device)
+        mean, std = params["mean"], params["std"]
+        # one noise seed per call, mixed with the image's name: two images get different noise
+        seed = derive_seed(params["seed"], zlib.crc32(name.encode()))
+        local = make_generator(seed, data.device if data.device.type != "cpu" else None)
+        noise = torch.randn(data.shape, generator=local, dtype=data.dtype, device=data.device)
         out = torch.add(data, noise, alpha=std)  # one pass: data + std * noise
         return out.add_(mean) if mean else out
 
@@ -110,7 +122,9 @@ class RescaleIntensity(IntensityTransform):
     def patchwise(self) -> bool:  # type: ignore[override]
         return self.in_min_max is not None
 
-    def map(self, image: Image, subject: Subject, generator: torch.Generator) -> torch.Tensor:
+    def map(
+        self, image: Image, subject: Subject, params: dict[str, Any], name: str = "image"
+    ) -> torch.Tensor:
         data = as_float(image_tensor(image))
         if self.in_min_max is not None:
             low, high = self.in_min_max
@@ -190,7 +204,9 @@ class ZNormalization(IntensityTransform):
             mask = torch.as_tensor(method(data)).to(device=data.device, dtype=torch.bool)
         return mask.expand_as(data)
 
-    def map(self, image: Image, subject: Subject, generator: torch.Generator) -> torch.Tensor:
+    def map(
+        self, image: Image, subject: Subject, params: dict[str, Any], name: str = "image"
+    ) -> torch.Tensor:
         data = as_float(image_tensor(image))
         label = str(image.path or "image")
         if self.mean is not None and self.std is not None:
@@ -230,7 +246,9 @@ class Clamp(IntensityTransform):
     def output_dtype(self, image_type: str, dtype: torch.dtype) -> torch.dtype:
         return dtype
 
-    def map(self, image: Image, subject: Subject, generator: torch.Generator) -> torch.Tensor:
+    def map(
+        self, image: Image, subject: Subject, params: dict[str, Any], name: str = "image"
+    ) -> torch.Tensor:
         return image_tensor(image).clamp(self.out_min, self.out_max)
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ class Lambda(Transform):
     def patchwise(self) -> bool:  # type: ignore[override]
         return self._patchwise
 
-    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+    def apply_transform(self, subject: Subject, params: dict[str, Any]) -> Subject:
         new = {}
         for name, image in self.images_to_transform(subject, self.types_to_apply).items():
             result = self.function(image_tensor(image))

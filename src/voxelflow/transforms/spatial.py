@@ -7,6 +7,7 @@ no interpolation); ``Pad`` fills label maps with 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from voxelflow._geometry import shifted_affine
 from voxelflow._padding import PADDING_MODES, pad_tensor, parse_padding_mode
 from voxelflow.image import LABEL, Image
 from voxelflow.subject import Subject
+from voxelflow.transforms.compose import Compose
 from voxelflow.transforms.transform import Transform, image_tensor
 
 Bounds = tuple[int, int, int, int, int, int]
@@ -58,8 +60,13 @@ class Flip(Transform):
             )
         self.axes = tuple(sorted({int(a) for a in axes}))
 
-    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
-        dims = [a + 1 for a in self.axes]
+    invertible = True
+
+    def make_params(self, subject: Subject, generator: torch.Generator) -> dict[str, Any]:
+        return {"axes": list(self.axes)}
+
+    def apply_transform(self, subject: Subject, params: dict[str, Any]) -> Subject:
+        dims = [int(a) + 1 for a in params["axes"]]
         return self.replace(
             subject,
             {
@@ -67,6 +74,9 @@ class Flip(Transform):
                 for name, image in self.images_to_transform(subject).items()
             },
         )
+
+    def inverse(self, params: dict[str, Any]) -> Transform:
+        return Flip(axes=params["axes"])  # a flip is its own inverse
 
     def __repr__(self) -> str:
         return f"Flip(axes={self.axes}, p={self.p})"
@@ -90,8 +100,16 @@ class Crop(Transform):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.cropping = parse_bounds(cropping, "cropping")
 
-    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
-        return crop_subject(self, subject, self.cropping)
+    invertible = True
+
+    def make_params(self, subject: Subject, generator: torch.Generator) -> dict[str, Any]:
+        return {"bounds": list(self.cropping)}
+
+    def apply_transform(self, subject: Subject, params: dict[str, Any]) -> Subject:
+        return crop_subject(self, subject, tuple(params["bounds"]))  # type: ignore[arg-type]
+
+    def inverse(self, params: dict[str, Any]) -> Transform:
+        return Pad(params["bounds"])
 
     def __repr__(self) -> str:
         return f"Crop(cropping={self.cropping}, p={self.p})"
@@ -140,8 +158,17 @@ class Pad(Transform):
         self.padding = parse_bounds(padding, "padding")
         self.padding_mode = parse_padding_mode(padding_mode)
 
-    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
-        return pad_subject(self, subject, self.padding, self.padding_mode)
+    invertible = True
+
+    def make_params(self, subject: Subject, generator: torch.Generator) -> dict[str, Any]:
+        return {"bounds": list(self.padding), "padding_mode": self.padding_mode}
+
+    def apply_transform(self, subject: Subject, params: dict[str, Any]) -> Subject:
+        bounds = tuple(params["bounds"])
+        return pad_subject(self, subject, bounds, params["padding_mode"])  # type: ignore[arg-type]
+
+    def inverse(self, params: dict[str, Any]) -> Transform:
+        return Crop(params["bounds"])
 
     def __repr__(self) -> str:
         return f"Pad(padding={self.padding}, padding_mode={self.padding_mode!r}, p={self.p})"
@@ -190,7 +217,9 @@ class CropOrPad(Transform):
         self.target_shape = shape
         self.padding_mode = parse_padding_mode(padding_mode)
 
-    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+    invertible = True
+
+    def make_params(self, subject: Subject, generator: torch.Generator) -> dict[str, Any]:
         crop, pad = [], []
         for size, target in zip(subject.spatial_shape, self.target_shape, strict=True):
             diff = size - target
@@ -198,8 +227,14 @@ class CropOrPad(Transform):
             before, after = amount // 2, amount - amount // 2
             crop += [before, after] if diff > 0 else [0, 0]
             pad += [before, after] if diff < 0 else [0, 0]
-        subject = crop_subject(self, subject, tuple(crop))  # type: ignore[arg-type]
-        return pad_subject(self, subject, tuple(pad), self.padding_mode)  # type: ignore[arg-type]
+        return {"crop": crop, "pad": pad, "padding_mode": self.padding_mode}
+
+    def apply_transform(self, subject: Subject, params: dict[str, Any]) -> Subject:
+        subject = crop_subject(self, subject, tuple(params["crop"]))  # type: ignore[arg-type]
+        return pad_subject(self, subject, tuple(params["pad"]), params["padding_mode"])  # type: ignore[arg-type]
+
+    def inverse(self, params: dict[str, Any]) -> Transform:
+        return Compose([Crop(params["pad"]), Pad(params["crop"])])
 
     def __repr__(self) -> str:
         return f"CropOrPad(target_shape={self.target_shape}, p={self.p})"

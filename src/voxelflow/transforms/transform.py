@@ -1,27 +1,38 @@
-"""``Transform``: the base of every transform, with ``p`` and one seeded generator.
+"""``Transform``: the base of every transform, with ``p``, one seeded generator and a history.
 
 A transform takes a :class:`~voxelflow.Subject`, an :class:`~voxelflow.Image`,
 a tensor ``(C, I, J, K)`` or ``(B, C, I, J, K)``, or a whole
 :class:`~voxelflow.SubjectsBatch` / :class:`~voxelflow.ImagesBatch` (each
 element gets its own random parameters, computed on the batch's device), and
 returns a new object of the same kind. Inputs are never modified: new images
-come from ``image.new_like``; lazy images are read without caching.
+come from ``image.new_like`` (or ``image.lazy_like`` over a region-computed
+backend); lazy images are read without caching.
+
+**Parameters, then application.** A call draws the transform's random
+parameters once (:meth:`Transform.make_params`, plain JSON-able values), then
+applies them (:meth:`Transform.apply_transform`, deterministic). The
+parameters are recorded in ``subject.applied_transforms`` as an
+:class:`AppliedTransform`, and :meth:`Transform.inverse` turns them into the
+transform that undoes them (see :mod:`voxelflow.transforms.inverse`).
 
 Randomness comes from one ``torch.Generator``: the one passed to the call
-(a Queue passes one per patch, so a seed reproduces the stream whatever the
+(a Queue passes one per subject, so a seed reproduces the stream whatever the
 threads do), or the transform's own, seeded by ``seed``.
 
-``patchwise`` says whether applying the transform to a patch gives the same
-result (in distribution) as applying it to the volume and then cutting the
-patch: true for flips, noise and intensity maps with fixed parameters; false
-for anything that looks at the whole volume (statistics, crops, pads). A
-Queue reads only patches when the transform is patchwise.
+``lazy`` says that the transform returns images whose regions are computed
+on demand from a bounded region of the input (:mod:`voxelflow.transforms.lazy`):
+applying it to a lazy subject reads nothing, and a patch cut from the result
+reads only what that patch needs, while equalling the same region of the
+whole transformed volume. ``patchwise`` (older, kept for the Queue) says that
+applying the transform to each patch gives the same result, in distribution,
+as applying it to the volume and cutting the patch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +44,32 @@ from voxelflow.image import INTENSITY, LABEL, Image, ScalarImage
 from voxelflow.subject import Subject
 
 Data = TypeVar("Data")
+
+_REGISTRY: dict[str, type[Transform]] = {}
+"""Transform classes by name, to rebuild an inverse from a recorded history."""
+
+
+@dataclass(frozen=True)
+class AppliedTransform:
+    """One entry of ``subject.applied_transforms``: what ran, with which parameters.
+
+    Attributes:
+        name: the transform's class name (a key of the registry of transforms).
+        params: the parameters :meth:`Transform.make_params` drew (JSON-able).
+        include: the ``include`` list the transform had (``None``: all images).
+        exclude: the ``exclude`` list it had.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+
+
+def record(subject: Subject, entry: AppliedTransform) -> Subject:
+    """``subject`` with ``entry`` appended to its history (a new list: copies never share it)."""
+    subject.applied_transforms = [*subject.applied_transforms, entry]
+    return subject
 
 
 def image_tensor(image: Image) -> torch.Tensor:
@@ -67,8 +104,10 @@ def parse_range(
 class Transform:
     """Base of all transforms.
 
-    Subclasses implement :meth:`apply` (a ``Subject`` in, a new ``Subject``
-    out) and set ``patchwise``.
+    Subclasses implement :meth:`make_params` (draw the random parameters; the
+    default draws none) and :meth:`apply_transform` (apply them: a ``Subject``
+    in, a new ``Subject`` out), and set ``lazy``/``patchwise``. Invertible
+    transforms set ``invertible = True`` and implement :meth:`inverse`.
 
     Args:
         p: probability of applying the transform (otherwise the input comes
@@ -86,6 +125,13 @@ class Transform:
     """
 
     patchwise: bool = True
+    lazy: bool = False
+    invertible: bool = False
+    records_history: ClassVar[bool] = True  # containers (Compose, OneOf...) leave it to children
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
 
     def __init__(
         self,
@@ -123,13 +169,51 @@ class Transform:
         )
 
     def transform_subject(self, subject: Subject, generator: torch.Generator) -> Subject:
-        """Apply with probability ``p``; the subject is never modified."""
+        """Apply with probability ``p`` and record it; the subject is never modified."""
         if self.p < 1.0 and uniform(generator) >= self.p:
             return subject
-        return self.apply(subject, generator)
+        params = self.make_params(subject, generator)
+        result = self.apply_transform(subject, params)
+        if not self.records_history:
+            return result
+        if result is subject:
+            result = subject.copy()
+        entry = AppliedTransform(type(self).__name__, params, self.include, self.exclude)
+        return record(result, entry)
+
+    def make_params(self, subject: Subject, generator: torch.Generator) -> dict[str, Any]:
+        """Draw this call's random parameters (JSON-able values; none by default).
+
+        May read headers of ``subject`` (shapes, spacings), never voxel data.
+        """
+        return {}
+
+    def apply_transform(self, subject: Subject, params: dict[str, Any]) -> Subject:
+        """Apply the transform with ``params`` (deterministic): a new subject."""
+        raise NotImplementedError
 
     def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
-        raise NotImplementedError
+        """Draw parameters with ``generator`` and apply them, without recording history."""
+        return self.apply_transform(subject, self.make_params(subject, generator))
+
+    def inverse(self, params: dict[str, Any]) -> Transform:
+        """The transform that undoes this one applied with ``params``."""
+        from voxelflow._errors import VoxelflowRuntimeError
+
+        raise VoxelflowRuntimeError(f"{type(self).__name__} is not invertible")
+
+    @classmethod
+    def from_history(cls, entry: AppliedTransform) -> Transform | None:
+        """The inverse of a recorded ``entry``, or ``None`` if its transform is not invertible."""
+        klass = _REGISTRY.get(entry.name)
+        if klass is None or not klass.invertible:
+            return None
+        instance = klass.__new__(klass)
+        Transform.__init__(instance, include=entry.include, exclude=entry.exclude)
+        inverse = instance.inverse(entry.params)
+        inverse.include = entry.include
+        inverse.exclude = entry.exclude
+        return inverse
 
     # ------------------------------------------------------------ helpers
     def images_to_transform(
