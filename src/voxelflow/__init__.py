@@ -2,52 +2,109 @@
 
 Lazy images over pluggable storage backends, patch-based training and
 patch-based inference, with TorchIO's names: ``import voxelflow as tio``.
+
+The public names are imported on first use (PEP 562), so that importing the
+package, ``voxelflow --version`` and ``voxelflow --help`` do not import torch.
+A new public name goes in ``_PUBLIC`` (where it lives) and in the
+``TYPE_CHECKING`` block (for type checkers); ``tests/cli/test_startup.py``
+checks that the two agree with ``__all__``. Submodules (``voxelflow.loader``)
+are imported on first attribute access too.
 """
 
-from voxelflow._errors import (
-    MissingDependencyError,
-    VoxelflowError,
-    VoxelflowFileNotFoundError,
-    VoxelflowIndexError,
-    VoxelflowKeyError,
-    VoxelflowRuntimeError,
-    VoxelflowTypeError,
-    VoxelflowValueError,
-)
-from voxelflow.backends import (
-    register_backend,
-    register_writer,
-    unregister_backend,
-    unregister_writer,
-)
-from voxelflow.batch import ImagesBatch, SubjectsBatch
-from voxelflow.image import INTENSITY, LABEL, Image, LabelMap, ScalarImage
-from voxelflow.patches import (
-    GridSampler,
-    LabelSampler,
-    PatchAggregator,
-    PatchLocation,
-    Queue,
-    UniformSampler,
-    WeightedSampler,
-)
-from voxelflow.subject import Subject
-from voxelflow.transforms import (
-    Clamp,
-    Compose,
-    Crop,
-    CropOrPad,
-    Flip,
-    Lambda,
-    Noise,
-    OneOf,
-    Pad,
-    RescaleIntensity,
-    Transform,
-    ZNormalization,
-)
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from voxelflow._errors import (
+        MissingDependencyError,
+        VoxelflowError,
+        VoxelflowFileNotFoundError,
+        VoxelflowIndexError,
+        VoxelflowKeyError,
+        VoxelflowRuntimeError,
+        VoxelflowTypeError,
+        VoxelflowValueError,
+    )
+    from voxelflow.backends import (
+        register_backend,
+        register_writer,
+        unregister_backend,
+        unregister_writer,
+    )
+    from voxelflow.batch import ImagesBatch, SubjectsBatch
+    from voxelflow.image import INTENSITY, LABEL, Image, LabelMap, ScalarImage
+    from voxelflow.patches import (
+        GridSampler,
+        LabelSampler,
+        PatchAggregator,
+        PatchLocation,
+        Queue,
+        UniformSampler,
+        WeightedSampler,
+    )
+    from voxelflow.subject import Subject
+    from voxelflow.transforms import (
+        Clamp,
+        Compose,
+        Crop,
+        CropOrPad,
+        Flip,
+        Lambda,
+        Noise,
+        OneOf,
+        Pad,
+        RescaleIntensity,
+        Transform,
+        ZNormalization,
+    )
+
+#: Public name -> the module that defines it.
+_PUBLIC: dict[str, str] = {
+    "Clamp": "voxelflow.transforms",
+    "Compose": "voxelflow.transforms",
+    "Crop": "voxelflow.transforms",
+    "CropOrPad": "voxelflow.transforms",
+    "Flip": "voxelflow.transforms",
+    "GridSampler": "voxelflow.patches",
+    "INTENSITY": "voxelflow.image",
+    "Image": "voxelflow.image",
+    "ImagesBatch": "voxelflow.batch",
+    "LABEL": "voxelflow.image",
+    "LabelMap": "voxelflow.image",
+    "LabelSampler": "voxelflow.patches",
+    "Lambda": "voxelflow.transforms",
+    "MissingDependencyError": "voxelflow._errors",
+    "Noise": "voxelflow.transforms",
+    "OneOf": "voxelflow.transforms",
+    "Pad": "voxelflow.transforms",
+    "PatchAggregator": "voxelflow.patches",
+    "PatchLocation": "voxelflow.patches",
+    "Queue": "voxelflow.patches",
+    "RescaleIntensity": "voxelflow.transforms",
+    "ScalarImage": "voxelflow.image",
+    "Subject": "voxelflow.subject",
+    "SubjectsBatch": "voxelflow.batch",
+    "Transform": "voxelflow.transforms",
+    "UniformSampler": "voxelflow.patches",
+    "VoxelflowError": "voxelflow._errors",
+    "VoxelflowFileNotFoundError": "voxelflow._errors",
+    "VoxelflowIndexError": "voxelflow._errors",
+    "VoxelflowKeyError": "voxelflow._errors",
+    "VoxelflowRuntimeError": "voxelflow._errors",
+    "VoxelflowTypeError": "voxelflow._errors",
+    "VoxelflowValueError": "voxelflow._errors",
+    "WeightedSampler": "voxelflow.patches",
+    "ZNormalization": "voxelflow.transforms",
+    "register_backend": "voxelflow.backends",
+    "register_writer": "voxelflow.backends",
+    "unregister_backend": "voxelflow.backends",
+    "unregister_writer": "voxelflow.backends",
+}
 
 __all__ = [
     "INTENSITY",
@@ -90,3 +147,19 @@ __all__ = [
     "unregister_backend",
     "unregister_writer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use and keep it (PEP 562)."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        if name.startswith("__") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: voxelflow.loader
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,18 +1,15 @@
-"""The ``voxelflow`` command line: one module per command, all on one Typer app."""
+"""The ``voxelflow`` command line: one module per command, all on one Typer app.
+
+Importing this package imports no torch (the commands import it when they run).
+"""
 
 from voxelflow.cli import (  # noqa: F401  (each module registers its command)
-    convert,  # noqa: F401  (registers the command)
+    convert,
     demo,
-    index,  # noqa: F401  (registers the command)
+    index,
     infer,
     info,
 )
-from voxelflow.cli._app import app
-
-
-def main() -> None:
-    """Entry point of the ``voxelflow`` console script."""
-    app()
-
+from voxelflow.cli._app import app, main
 
 __all__ = ["app", "main"]
