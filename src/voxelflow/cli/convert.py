@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from voxelflow.cli._app import app, run_guarded
+from voxelflow.cli._app import BACKEND_HELP, app, run_guarded
 
 
 def parse_storage_options(items: list[str] | None) -> dict[str, Any] | None:
@@ -60,6 +60,7 @@ def convert(
         help="The data are labels (default: from the NIfTI intent code).",
     ),
     level: int | None = typer.Option(None, help="Pyramid level of a .nii.zarr input."),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     storage_option: list[str] | None = typer.Option(  # noqa: B008 (typer idiom)
         None,
         "--storage-option",
@@ -79,8 +80,11 @@ def convert(
 
         voxelflow convert seg.nii.gz seg.nii.zarr --label --codec zstd
 
-    The output appears only when complete (written under a temporary name, then
-    renamed). Exit codes: 0 success, 1 bad input or option, 2 bad usage.
+    A conversion the output format cannot hold without loss (a 3-D volume to
+    .png, float to an 8-bit format, channels or the affine dropped) is refused
+    before anything is written. The output appears only when complete (written
+    under a temporary name, then renamed). Exit codes: 0 success, 1 bad input
+    or option, 2 bad usage.
     """
     from voxelflow.convert import convert as run_convert
 
@@ -104,6 +108,7 @@ def convert(
         level=level,
         storage_options=parse_storage_options(storage_option),
         progress=not quiet,
+        backend=backend,
         **options,
     )
     if not quiet:

@@ -12,12 +12,23 @@ from voxelflow.cli._app import app, run_guarded
 
 def build(path: str, *, force: bool, spacing: int, threads: int | None) -> dict[str, object]:
     """Load or build the index of one ``.nii.gz``; facts for the report line."""
-    from voxelflow._errors import VoxelflowValueError
+    import os
+
+    from voxelflow._errors import VoxelflowFileNotFoundError, VoxelflowValueError
     from voxelflow.backends.nifti import NiftiGzBackend, is_nifti_gz_path
 
-    if not is_nifti_gz_path(path):
+    if "://" in path:
         raise VoxelflowValueError(
-            f"{path}: not a local .nii.gz file; only gzip-compressed NIfTI files get an index"
+            f"{path}: index works on local files; a remote .nii.gz is streamed from its start, "
+            "or convert it to .nii.zarr for region reads"
+        )
+    if not os.path.exists(path):
+        raise VoxelflowFileNotFoundError(f"{path}: no such file; check the path")
+    if os.path.isdir(path) or not is_nifti_gz_path(path):
+        kind = "a directory" if os.path.isdir(path) else "not a .nii.gz file"
+        raise VoxelflowValueError(
+            f"{path}: {kind}; only gzip-compressed NIfTI files (.nii.gz) get an index "
+            "(a .nii is memory-mapped and needs none)"
         )
     backend = NiftiGzBackend(path, gz_threads=threads, gz_index_spacing=spacing)
     start = time.perf_counter()

@@ -5,21 +5,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 import typer
 
-from voxelflow.cli._app import app, run_guarded
+from voxelflow.cli._app import BACKEND_HELP, app, run_guarded
 
 
 def describe(
-    source: str, level: int | None = None, storage_options: dict[str, Any] | None = None
+    source: str,
+    level: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Header facts about ``source`` (reads no voxel data)."""
+    import numpy as np
+
+    from voxelflow._errors import VoxelflowValueError
     from voxelflow._format import pretty_bytes
     from voxelflow.image import Image
 
-    image = Image(source, level=level, storage_options=storage_options)
-    backend = image.dataobj
+    image = Image(source, level=level, storage_options=storage_options, backend=backend)
+    if any(int(size) < 1 for size in image.shape):
+        # Never print an impossible header as facts (the backends refuse most of these first).
+        raise VoxelflowValueError(
+            f"{source}: the header declares a shape of {list(image.shape)} (C, I, J, K); every "
+            "size must be 1 or more. The header is corrupt: re-copy or re-export the file"
+        )
+    storage = image.dataobj
     facts: dict[str, Any] = {
         "path": source,
         "shape (C, I, J, K)": list(image.shape),
@@ -30,7 +41,7 @@ def describe(
         "affine": np.round(image.affine, 6).tolist(),
         "memory when loaded": pretty_bytes(image.memory),
     }
-    for key, value in backend.describe().items():  # type: ignore[attr-defined]
+    for key, value in storage.describe().items():  # type: ignore[attr-defined]
         facts[key] = _pretty(key, value)
     return facts
 
@@ -50,6 +61,7 @@ def info(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     level: int | None = typer.Option(None, help="Pyramid level of a .nii.zarr store."),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     storage_option: list[str] | None = typer.Option(  # noqa: B008 (typer idiom)
         None,
         "--storage-option",
@@ -63,7 +75,7 @@ def info(
     """
     from voxelflow.cli.convert import parse_storage_options
 
-    facts = run_guarded(describe, source, level, parse_storage_options(storage_option))
+    facts = run_guarded(describe, source, level, parse_storage_options(storage_option), backend)
     if as_json:
         typer.echo(json.dumps(facts, indent=2, default=str))
         return
