@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -160,3 +162,138 @@ def test_infer_errors(files, monkeypatch, args, code, message):
     assert result.exit_code == code, result.output
     assert message in result.output
     assert not (folder / "o.nii.gz").exists()
+
+
+# --------------------------------------------------------------------------- pre-flight
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from cli_helpers import make_files
+
+    return make_files(tmp_path_factory)
+
+
+def _reference(small, model, patch=8, overlap=2, mode="hann", padding=None):
+    subject = tio.Subject(image=tio.ScalarImage(small.image))
+    sampler = tio.GridSampler(subject, patch, overlap, padding_mode=padding)
+    aggregator = tio.PatchAggregator.from_sampler(sampler, overlap_mode=mode)
+    with torch.no_grad():
+        for batch in SubjectsLoader(sampler, batch_size=5):
+            aggregator.add_batch(model(batch.image.data), batch)
+    return aggregator.get_output()
+
+
+def test_fixed_batch_program_adopts_its_shape_and_pads_the_last_batch(small, tmp_path):
+    """static.pt2 was exported on (2, 1, 8, 8, 8): no --batch/--patch needed, odd patch count."""
+    from voxelflow.cli import _model
+
+    sampler = tio.GridSampler(tio.Subject(image=tio.ScalarImage(small.image)), 8, 5)
+    assert len(sampler) % 2 == 1  # so the last batch is short and must be padded
+    out = tmp_path / "out.nii.gz"
+    result = invoke(str(small.static), str(small.image), str(out), "--overlap", "5")
+    assert result.exit_code == 0, result.output
+    expected = _reference(small, small.model, overlap=5)
+    torch.testing.assert_close(tio.ScalarImage(out).data, expected, rtol=1e-5, atol=1e-6)
+    model = _model.load_model(str(small.static), torch.device("cpu"))
+    assert (model.fixed_batch, model.fixed_channels, model.fixed_patch) == (2, 1, (8, 8, 8))
+    assert _model.load_model(str(small.dynamic), torch.device("cpu")).fixed_batch is None
+
+
+def test_fixed_channels_of_a_program_checked_against_the_image(small, tmp_path):
+    two = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((12, 12, 12, 2), np.float32), np.eye(4)), two)
+    result = invoke(str(small.static), str(two), str(tmp_path / "o.nii.gz"), "--overlap", "2")
+    assert result.exit_code == 1
+    assert "static.pt2: the model takes 1 input channel(s) but" in result.stderr
+    assert "two.nii.gz has 2" in result.stderr
+
+
+class DividesBy4(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, i, j, k = x.shape
+        return x.reshape(b, c, i // 4, 4, j, k).mean(3).repeat_interleave(4, dim=2)
+
+
+class FailsOnData(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.abs().sum() > 0):
+            raise RuntimeError("out of cheese")
+        return x
+
+
+@pytest.fixture
+def count_batches(monkeypatch):
+    """How many batches reach the model through the work loop."""
+    from voxelflow.cli import _model
+
+    calls = []
+    real = _model.run_batch
+    monkeypatch.setattr(_model, "run_batch", lambda model, x: calls.append(1) or real(model, x))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("foo", "x.foo: .foo cannot hold"),
+        ("channels", "two.pt: the model takes 2 input channel(s) but"),
+        ("patch", "fails on a batch of zeros shaped like this run's (1, 1, 10, 10, 10)"),
+        ("argmax-png", "o.png: .png cannot hold this 1-channel uint8 volume of 20×18×14"),
+    ],
+)
+def test_refused_before_any_batch_runs(small, tmp_path, count_batches, case, message):
+    model, out, extra = str(small.torchscript), str(tmp_path / "o.nii.gz"), []
+    if case == "foo":
+        out = str(tmp_path / "x.foo")
+    elif case == "channels":
+        model = str(small.two_channels)
+    elif case == "patch":
+        torch.jit.save(torch.jit.script(DividesBy4()), tmp_path / "div4.pt")
+        model, extra = str(tmp_path / "div4.pt"), ["--patch", "10"]
+    elif case == "argmax-png":
+        out, extra = str(tmp_path / "o.png"), ["--argmax"]
+    result = invoke(model, str(small.image), out, "--patch", "8", "--overlap", "2", *extra)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr
+    assert count_batches == []  # refused before the work started
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["div4.pt"])
+
+
+def test_a_model_failing_mid_run_leaves_nothing(small, tmp_path, count_batches):
+    torch.jit.save(torch.jit.script(FailsOnData()), tmp_path / "fails.pt")
+    out = tmp_path / "o.nii.zarr"
+    result = invoke(
+        str(tmp_path / "fails.pt"), str(small.image), str(out), "--patch", "8", "--overlap", "2"
+    )
+    assert result.exit_code == 1
+    assert "fails.pt: the model failed on a batch of shape (4, 1, 8, 8, 8): " in result.stderr
+    assert "out of cheese" in result.stderr
+    assert count_batches == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fails.pt"]  # no store, no partial
+
+
+def test_device_and_output_checks():
+    from voxelflow import VoxelflowValueError
+    from voxelflow.cli._model import resolve_device
+    from voxelflow.cli.infer import check_output_path
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(VoxelflowValueError, match="'gpu0' is not a device name"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(VoxelflowValueError, match="CUDA is not available.*use --device cpu"):
+            resolve_device("cuda:1")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(VoxelflowValueError, match="MPS is not available"):
+            resolve_device("mps")
+    with pytest.raises(VoxelflowValueError, match="infer writes local files only"):
+        check_output_path("s3://bucket/o.nii.zarr", on_disk=False)
+    with pytest.raises(VoxelflowValueError, match="name the output"):
+        check_output_path("o.nii.gz", on_disk=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes everywhere")
+def test_unwritable_output_folder(small, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = invoke(str(small.torchscript), str(small.image), str(locked / "o.nii.gz"))
+    assert result.exit_code == 1 and "is not writable" in result.stderr

@@ -1,39 +1,96 @@
-"""``voxelflow infer``: run a saved model over a volume patch by patch."""
+"""``voxelflow infer``: run a saved model over a volume patch by patch.
+
+Everything that can be checked is checked before the work starts (options,
+device, output path and format, the input's header, the model file's safety,
+the model's fit to this image's patches with one forward pass on zeros); the
+loop then only reads, runs and blends. Model loading and the checks live in
+:mod:`voxelflow.cli._model`.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 
-from voxelflow._errors import (
-    VoxelflowFileNotFoundError,
-    VoxelflowRuntimeError,
-    VoxelflowValueError,
-    check_choice,
-)
-from voxelflow.cli._app import app, run_guarded
-from voxelflow.patches.aggregator import OVERLAP_MODES
-from voxelflow.patches.sampler import PADDING_MODES
+from voxelflow._errors import VoxelflowValueError
+from voxelflow.cli._app import BACKEND_HELP, app, run_guarded
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+DEFAULT_PATCH = 64
+DEFAULT_BATCH = 4
 
 
-def load_model(path: str, device: torch.device) -> Any:
-    """A TorchScript model (``torch.jit.save``) or an exported program (``torch.export``, ``.pt2``)."""
-    if not os.path.exists(path):
-        raise VoxelflowFileNotFoundError(f"{path}: no such model file")
-    try:
-        if path.endswith(".pt2"):
-            return torch.export.load(path).module().to(device)
-        model = torch.jit.load(path, map_location=device)
-    except Exception as error:
+@dataclass(frozen=True)
+class _OutputSpec:
+    """What the output will be, for the format check (no voxels)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    affine: np.ndarray
+
+
+def check_options(
+    *,
+    patch: int | None,
+    overlap: int,
+    batch: int | None,
+    workers: int,
+    mode: str,
+    padding: str | None,
+) -> None:
+    """Values the command line cannot refuse by type alone (each error names the option)."""
+    from voxelflow._errors import check_choice
+    from voxelflow.patches.aggregator import OVERLAP_MODES
+    from voxelflow.patches.sampler import PADDING_MODES
+
+    for name, value, low, meaning in (
+        ("--patch", patch, 1, "voxels per side"),
+        ("--batch", batch, 1, "patches per forward pass"),
+        ("--overlap", overlap, 0, "voxels shared by neighbouring patches"),
+        ("--workers", workers, 0, "0 reads patches in the main process"),
+    ):
+        if value is not None and value < low:
+            raise VoxelflowValueError(
+                f"{name} {value}: must be {low} or more ({meaning}); e.g. {name} {max(low, 1)}"
+            )
+    check_choice("--mode", mode, OVERLAP_MODES)
+    if padding is not None:
+        check_choice("--padding", padding, PADDING_MODES)
+
+
+def check_output_path(path: str, *, on_disk: bool) -> None:
+    """The output can be written where it is named, before any work (no file is created)."""
+    from voxelflow.backends.niftizarr import is_niftizarr_output, is_remote
+
+    if is_remote(path):
         raise VoxelflowValueError(
-            f"{path}: not a TorchScript model (torch.jit.save) or an exported program "
-            f"(torch.export.save, .pt2): {str(error).splitlines()[0]}"
-        ) from error
-    model.eval()
-    return model
+            f"{path}: infer writes local files only; write locally, then upload the output"
+        )
+    if on_disk and not is_niftizarr_output(path):
+        raise VoxelflowValueError(
+            f"{path}: --on-disk writes NIfTI-Zarr; name the output *.nii.zarr"
+        )
+    if os.path.isdir(path):
+        raise VoxelflowValueError(
+            f"{path}: already exists and is a directory; infer does not replace directories: "
+            "remove it or name another output"
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise VoxelflowValueError(
+            f"{path}: the folder {parent} does not exist; create it first (mkdir -p)"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise VoxelflowValueError(
+            f"{path}: the folder {parent} is not writable; choose an output in a folder you can "
+            "write to"
+        )
 
 
 def infer_volume(
@@ -41,41 +98,68 @@ def infer_volume(
     input_path: str,
     output_path: str,
     *,
-    patch: int,
-    overlap: int,
-    mode: str,
-    batch: int,
-    argmax: bool,
-    device: str,
-    on_disk: bool,
-    padding: str | None,
-    workers: int,
+    patch: int | None = None,
+    overlap: int = 16,
+    mode: str = "hann",
+    batch: int | None = None,
+    argmax: bool = False,
+    device: str = "cpu",
+    on_disk: bool = False,
+    padding: str | None = None,
+    workers: int = 0,
+    backend: str | None = None,
+    trust_model: bool = False,
     progress: bool = True,
 ) -> None:
-    """Read ``input_path`` lazily, run the model on its grid of patches, blend, write ``output_path``."""
-    import voxelflow as tio
-    from voxelflow.loader import SubjectsLoader
+    """Read ``input_path`` lazily, run the model on its grid of patches, blend, write ``output_path``.
 
-    check_choice("--mode", mode, OVERLAP_MODES)
-    if padding is not None:
-        check_choice("--padding", padding, PADDING_MODES)
-    if batch <= 0:
-        raise VoxelflowValueError(f"--batch must be positive, got {batch}")
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as error:
+    ``patch`` and ``batch`` default to an exported program's fixed input shape,
+    else to 64 and 4.
+    """
+    import torch
+    from tqdm import tqdm
+
+    import voxelflow as tio
+    from voxelflow.backends.niftizarr import is_niftizarr_output
+    from voxelflow.cli import _model
+    from voxelflow.convert import check_lossless
+    from voxelflow.loader import SubjectsLoader
+    from voxelflow.patches.disk import label_dtype
+
+    # 1. What the command line alone says, then the machine, then the output's place.
+    check_options(
+        patch=patch, overlap=overlap, batch=batch, workers=workers, mode=mode, padding=padding
+    )
+    torch_device = _model.resolve_device(device)
+    check_output_path(output_path, on_disk=on_disk)
+    zarr_output = is_niftizarr_output(output_path)
+    # 2. The input's header, the model file (safely), and whether they fit.
+    image = tio.ScalarImage(input_path, backend=backend)
+    channels, *spatial = image.shape
+    model = _model.load_model(model_path, torch_device, trust=trust_model)
+    patch_size = (patch,) * 3 if patch is not None else model.fixed_patch or (DEFAULT_PATCH,) * 3
+    batch_size = batch if batch is not None else model.fixed_batch or DEFAULT_BATCH
+    if overlap >= min(patch_size):
         raise VoxelflowValueError(
-            f"--device {device!r}: {error}; use cpu, cuda or cuda:N"
-        ) from None
-    zarr_output = output_path.endswith(".nii.zarr")
-    if on_disk and not zarr_output:
-        raise VoxelflowValueError(
-            f"{output_path}: --on-disk writes NIfTI-Zarr; name the output *.nii.zarr"
+            f"--overlap {overlap} must be smaller than the patch ({'×'.join(map(str, patch_size))})"
+            f" or the grid would not advance; pass --overlap {min(patch_size) // 4} or a larger --patch"
         )
-    model = load_model(model_path, torch_device)
-    image = tio.ScalarImage(input_path)
     subject = tio.Subject(image=image)
-    sampler = tio.GridSampler(subject, patch, overlap, padding_mode=padding)
+    sampler = tio.GridSampler(subject, patch_size, overlap, padding_mode=padding)
+    fit = _model.probe(
+        model,
+        image=input_path,
+        channels=channels,
+        patch=patch_size,  # type: ignore[arg-type]
+        batch=batch_size,
+        device=torch_device,
+    )
+    # 3. Whether the output's format holds what the model returns.
+    out_channels, out_dtype = (
+        (1, label_dtype(fit.channels)) if argmax else (fit.channels, torch.float32)
+    )
+    check_lossless(_OutputSpec((out_channels, *spatial), out_dtype, image.affine), output_path)
+    # 4. The work.
     aggregator = tio.PatchAggregator.from_sampler(
         sampler,
         overlap_mode=mode,
@@ -83,23 +167,12 @@ def infer_volume(
         on_disk=output_path if zarr_output else None,
         argmax=argmax and zarr_output,
     )
-    loader = SubjectsLoader(sampler, batch_size=batch, num_workers=workers)
-    from tqdm import tqdm
-
+    loader = SubjectsLoader(sampler, batch_size=batch_size, num_workers=workers)
     try:
         with torch.inference_mode():
             for patches in tqdm(loader, desc="infer", unit="batch", disable=not progress):
                 inputs = patches.image.data.to(torch_device, torch.float32)
-                try:
-                    outputs = model(inputs)
-                except Exception as error:
-                    raise VoxelflowRuntimeError(
-                        f"{model_path}: the model failed on a batch of shape "
-                        f"{tuple(inputs.shape)}: {str(error).splitlines()[0]}"
-                    ) from error
-                if isinstance(outputs, tuple | list):
-                    outputs = outputs[0]
-                aggregator.add_batch(outputs, patches)
+                aggregator.add_batch(_model.run_batch(model, inputs), patches)
         if zarr_output:
             aggregator.finish()
         else:
@@ -112,18 +185,29 @@ def infer_volume(
 @app.command()
 def infer(
     model: str = typer.Argument(
-        ..., help="TorchScript model (.pt) or torch.export program (.pt2)."
+        ...,
+        help="TorchScript model (torch.jit.save) or exported program (torch.export.save, .pt2).",
     ),
     input_path: str = typer.Argument(..., metavar="INPUT", help="Input volume (read lazily)."),
     output_path: str = typer.Argument(
-        ..., metavar="OUTPUT", help="Output volume (.nii, .nii.gz, .nii.zarr, .nrrd, ...)."
+        ..., metavar="OUTPUT", help="Output volume (.nii, .nii.gz, .nii.zarr, .nrrd, .mha)."
     ),
-    patch: int = typer.Option(64, "--patch", help="Patch size (voxels per side)."),
+    patch: int | None = typer.Option(
+        None,
+        "--patch",
+        help=f"Patch size (voxels per side); default: the exported program's, else {DEFAULT_PATCH}.",
+    ),
     overlap: int = typer.Option(16, "--overlap", help="Overlap between neighbouring patches."),
     mode: str = typer.Option("hann", "--mode", help="Blending: crop, average, hann, gaussian."),
-    batch: int = typer.Option(4, "--batch", help="Patches per forward pass."),
+    batch: int | None = typer.Option(
+        None,
+        "--batch",
+        help=f"Patches per forward pass; default: the exported program's, else {DEFAULT_BATCH}.",
+    ),
     argmax: bool = typer.Option(False, "--argmax", help="Write the argmax over channels (labels)."),
-    device: str = typer.Option("cpu", "--device", help="Device for the model (cpu, cuda, cuda:1)."),
+    device: str = typer.Option(
+        "cpu", "--device", help="Device for the model (cpu, cuda, cuda:1, mps); checked first."
+    ),
     on_disk: bool = typer.Option(
         False,
         "--on-disk",
@@ -133,22 +217,46 @@ def infer(
         None, "--padding", help="Pad the border (constant, edge, reflect, symmetric)."
     ),
     workers: int = typer.Option(0, "--workers", help="DataLoader workers reading patches."),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help=BACKEND_HELP,
+    ),
+    trust_model: bool = typer.Option(
+        False,
+        "--trust-model",
+        help="Load an exported program (.pt2) without checking it first. torch.export.load "
+        "can run code stored in the file (pickled payloads, shape expressions, guard code); "
+        "by default voxelflow loads only archives whose every part is plain data. Use only "
+        "for files from a source you trust. TorchScript files are always loaded safely.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Run MODEL over INPUT patch by patch and write the blended output to OUTPUT."""
-    run_guarded(
-        infer_volume,
-        model,
-        input_path,
-        output_path,
-        patch=patch,
-        overlap=overlap,
-        mode=mode,
-        batch=batch,
-        argmax=argmax,
-        device=device,
-        on_disk=on_disk,
-        padding=padding,
-        workers=workers,
-        progress=not quiet,
-    )
+    """Run MODEL over INPUT patch by patch and write the blended output to OUTPUT.
+
+    Before any work: the options, the device, the output's folder and format
+    (it must hold the model's output without loss), the input's header, the
+    model file (never code from it unless --trust-model), and one forward pass
+    on zeros shaped like the run's batches (channels, patch size, and an
+    exported program's fixed shape). A fixed-batch program gets its short last
+    batch padded.
+
+    Example:
+
+        voxelflow infer model.pt t1.nii.gz seg.nii.gz --patch 64 --overlap 16 --argmax
+    """
+    options: dict[str, Any] = {
+        "patch": patch,
+        "overlap": overlap,
+        "mode": mode,
+        "batch": batch,
+        "argmax": argmax,
+        "device": device,
+        "on_disk": on_disk,
+        "padding": padding,
+        "workers": workers,
+        "backend": backend,
+        "trust_model": trust_model,
+        "progress": not quiet,
+    }
+    run_guarded(infer_volume, model, input_path, output_path, **options)
