@@ -28,7 +28,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.Completed
         cwd=cwd,
         env=env,
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # not the locale's: SimpleITK may set it to C mid-session
         timeout=timeout,
         check=False,
     )
@@ -69,7 +69,7 @@ def run_cli_many(
         cwd=cwd,
         env=env,
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # not the locale's: SimpleITK may set it to C mid-session
         timeout=timeout,
         check=False,
     )

@@ -38,7 +38,7 @@ def _modules_after(argv: list[str]) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # not the locale's: SimpleITK may set it to C mid-session
         timeout=60,
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
         check=True,
@@ -86,7 +86,7 @@ def test_import_voxelflow_imports_no_torch() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # not the locale's: SimpleITK may set it to C mid-session
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
         timeout=60,
         check=True,
