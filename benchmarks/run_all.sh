@@ -14,11 +14,13 @@ if [ "${1:-}" = "--quick" ]; then
   gz=(--shape 256x256x192 --repeats 3)
   zarr=(--size-gib 0.1 --reads 20)
   infer=(--quick)
+  cli=(--quick --repeats 3)
 else
   lazy=()
   gz=(--repeats 3)  # nibabel's proxy takes up to 14 s per region at the end of the stream
   zarr=(--size-gib 1.0)
   infer=()
+  cli=()
 fi
 run() {
   echo; echo "===== $*"
@@ -31,3 +33,4 @@ run benchmarks/bench_nifti_gz.py --dir "$DIR/gz" "${gz[@]}"
 run benchmarks/bench_niftizarr.py --folder "$DIR/zarr" "${zarr[@]}"
 run benchmarks/bench_training.py --folder "$DIR/training"
 run benchmarks/bench_inference.py "${infer[@]}"
+run benchmarks/bench_cli.py "${cli[@]}"
