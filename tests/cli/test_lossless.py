@@ -16,7 +16,8 @@ from cli_helpers import assert_one_line_error, run_cli
 
 import voxelflow as tio
 from voxelflow import VoxelflowValueError
-from voxelflow.convert import _holds, _probe_values, check_lossless, convert
+from voxelflow._lossless import _holds, _probe_values
+from voxelflow.convert import check_lossless, convert
 
 
 def _oblique() -> np.ndarray:
