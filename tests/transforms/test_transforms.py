@@ -87,7 +87,8 @@ def test_znormalization_masked_and_precomputed() -> None:
     subject = tio.Subject(t1=tio.ScalarImage(t1), brain=tio.LabelMap(mask))
     out = tio.ZNormalization(masking_method="brain")(subject).t1.data
     inside = out[0, :10]
-    assert abs(inside.mean().item()) < 1e-9 and abs(inside.std(correction=0).item() - 1) < 1e-9
+    # TorchIO's standard deviation: with Bessel's correction
+    assert abs(inside.mean().item()) < 1e-9 and abs(inside.std(correction=1).item() - 1) < 1e-9
     assert torch.equal(tio.ZNormalization(masking_method="brain")(subject).brain.data, mask)
     by_function = tio.ZNormalization(masking_method=lambda x: x < 500)(subject).t1.data
     torch.testing.assert_close(by_function, out)
@@ -144,9 +145,12 @@ def test_crop_keeps_lazy_images_lazy(tmp_path: Path) -> None:
     cropped = tio.Crop(1)(image)
     assert not cropped.is_loaded and not image.is_loaded
     np.testing.assert_array_equal(cropped.numpy()[0], array[1:-1, 1:-1, 1:-1])
-    noisy = tio.Noise(std=0)(image)  # reads without caching in the input
-    assert not image.is_loaded and noisy.is_loaded
+    noisy = tio.Noise(std=0)(image)  # the identity: the same lazy image
+    assert not image.is_loaded and not noisy.is_loaded
     np.testing.assert_array_equal(noisy.numpy()[0], array)
+    noisy = tio.Noise(std=1)(image)  # lazy: computed when read, the input never cached
+    assert not noisy.is_loaded and np.abs(noisy.numpy()[0] - array).mean() > 0.5
+    assert not image.is_loaded
 
 
 def test_one_of_weights() -> None:

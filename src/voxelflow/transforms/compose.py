@@ -1,4 +1,10 @@
-"""``Compose`` (transforms in order) and ``OneOf`` (one transform, drawn by weight)."""
+"""``Compose`` (transforms in order), ``OneOf`` (one, drawn by weight) and ``SomeOf`` (a random
+subset).
+
+Containers record nothing themselves: each transform that runs records its own
+entry in ``subject.applied_transforms``, so the history lists the transforms
+``OneOf`` and ``SomeOf`` chose, in the order they ran.
+"""
 
 from __future__ import annotations
 
@@ -85,6 +91,14 @@ class Compose(Transform):
     def __len__(self) -> int:
         return len(self.transforms)
 
+    def __add__(self, other: Transform) -> Compose:
+        """``preprocessing + augmentation``: one ``Compose`` of both (TorchIO 2.0)."""
+        if not isinstance(other, Transform):
+            return NotImplemented
+        right = other.transforms if isinstance(other, Compose) and other.p == 1 else [other]
+        left: list[Transform] = self.transforms if self.p == 1 else [self]
+        return Compose([*left, *right], seed=self.seed)
+
     def __getitem__(self, index: int) -> Transform:
         return self.transforms[index]
 
@@ -145,7 +159,7 @@ class OneOf(Transform):
 
     def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
         choice = int(torch.multinomial(self.weights, 1, generator=generator))
-        return self.transforms[choice].transform_subject(subject, generator)
+        return self.transforms[choice].apply(subject, generator)
 
     def output_dtype(self, image_type: str, dtype: torch.dtype) -> torch.dtype:
         dtypes = [t.output_dtype(image_type, dtype) for t in self.transforms]
@@ -153,3 +167,99 @@ class OneOf(Transform):
 
     def __repr__(self) -> str:
         return f"OneOf({self.transforms}, p={self.p})"
+
+
+class SomeOf(Transform):
+    """Apply a random subset of the transforms, in a random order (TorchIO 2.0's ``SomeOf``).
+
+    Args:
+        transforms: the candidate transforms.
+        num_transforms: how many to apply: an int, or ``(low, high)`` drawn
+            uniformly (inclusive); without replacement at most all of them.
+        replace: draw with replacement (a transform may run more than once).
+        p: probability of applying any of them.
+        seed: seed of the container's own generator.
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> some = tio.SomeOf([tio.Noise(std=0.1), tio.Gamma(log_gamma=0.1), tio.Flip(axes=(0,))],
+        ...                   num_transforms=2, seed=0)
+        >>> subject = some(tio.Subject(t1=tio.ScalarImage(torch.rand(1, 4, 4, 4))))
+        >>> len(subject.applied_transforms)
+        2
+    """
+
+    records_history = False  # the chosen transforms record themselves
+
+    def __init__(
+        self,
+        transforms: Sequence[Transform] | None = None,
+        *,
+        num_transforms: int | tuple[int, int] = 1,
+        replace: bool = False,
+        p: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(p=p, seed=seed)
+        self.transforms = _check_transforms("SomeOf", list(transforms or []))
+        if isinstance(num_transforms, int) and not isinstance(num_transforms, bool):
+            low = high = num_transforms
+        elif (
+            isinstance(num_transforms, Sequence)
+            and len(num_transforms) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in num_transforms)
+        ):
+            low, high = num_transforms
+        else:
+            raise VoxelflowTypeError(
+                f"SomeOf: num_transforms must be an int or (low, high) ints, got {num_transforms!r}"
+            )
+        if not 0 <= low <= high:
+            raise VoxelflowValueError(
+                f"SomeOf: num_transforms must satisfy 0 <= low <= high, got {num_transforms!r}"
+            )
+        if high > 0 and not self.transforms:
+            raise VoxelflowValueError("SomeOf needs at least one transform to choose from")
+        self.num_transforms = (low, high)
+        self.replacement = bool(replace)  # (``replace`` is the base class's method)
+
+    @property
+    def lazy(self) -> bool:  # type: ignore[override]
+        return all(transform.lazy for transform in self.transforms)
+
+    @property
+    def patchwise(self) -> bool:  # type: ignore[override]
+        return all(transform.patchwise for transform in self.transforms)
+
+    def choose(self, generator: torch.Generator) -> list[Transform]:
+        """The transforms of one call, in the order they run."""
+        low, high = self.num_transforms
+        count = int(torch.randint(low, high + 1, (), generator=generator))
+        total = len(self.transforms)
+        if self.replacement:
+            indices = torch.randint(0, total, (count,), generator=generator).tolist()
+        else:
+            indices = torch.randperm(total, generator=generator)[: min(count, total)].tolist()
+        return [self.transforms[i] for i in indices]
+
+    def transform_subject(self, subject: Subject, generator: torch.Generator) -> Subject:
+        if self.p < 1.0 and uniform(generator) >= self.p:
+            return subject
+        for transform in self.choose(generator):
+            subject = transform.transform_subject(subject, generator)
+        return subject
+
+    def apply(self, subject: Subject, generator: torch.Generator) -> Subject:
+        for transform in self.choose(generator):
+            subject = transform.apply(subject, generator)
+        return subject
+
+    def output_dtype(self, image_type: str, dtype: torch.dtype) -> torch.dtype:
+        dtypes = [dtype] + [t.output_dtype(image_type, dtype) for t in self.transforms]
+        return max(dtypes, key=lambda d: torch.empty((), dtype=d).element_size())
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __repr__(self) -> str:
+        return f"SomeOf({self.transforms}, num_transforms={self.num_transforms}, p={self.p})"
