@@ -94,7 +94,7 @@ def remap(
     new = torch.tensor([p[1] for p in pairs], dtype=torch.float64, device=data.device)
     order = torch.argsort(old)
     old, new = old[order], new[order]
-    values = data.to(torch.float64)
+    values = data.to(torch.float64).contiguous()
     slot = torch.searchsorted(old, values).clamp_(max=len(old) - 1)
     found = old[slot] == values
     return torch.where(found, new[slot].to(dtype), out)

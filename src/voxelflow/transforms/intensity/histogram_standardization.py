@@ -254,8 +254,8 @@ def piecewise_linear(
     dx = torch.where(dx.abs() < 1e-5, torch.tensor(torch.inf, dtype=torch.float64), dx)
     slopes = torch.diff(y_points) / dx
     intercepts = y_points[:-1] - slopes * x_points[:-1]
-    x = data.to(torch.float64)
-    segment = torch.bucketize(x, x_points[1:-1], right=False)
+    x = data.to(torch.float64).contiguous()
+    segment = torch.bucketize(x, x_points[1:-1].contiguous(), right=False)
     out = slopes[segment] * x + intercepts[segment]
     return out.to(float_dtype(data.dtype))
 

@@ -1,0 +1,79 @@
+"""Compose, OneOf, SomeOf: histories of what ran, seeds, splitting for the Queue."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+import voxelflow as tio
+
+
+def _subject() -> tio.Subject:
+    return tio.Subject(t1=tio.ScalarImage(torch.rand(1, 6, 6, 6)))
+
+
+def test_some_of_applies_a_subset_and_records_it() -> None:
+    candidates = [
+        tio.Noise(std=0.1),
+        tio.Gamma(log_gamma=0.1),
+        tio.Flip(axes=(0,)),
+        tio.Clamp(0, 1),
+    ]
+    some = tio.SomeOf(candidates, num_transforms=(1, 3), seed=0)
+    counts, names = Counter(), Counter()
+    for _ in range(300):
+        history = [entry.name for entry in some(_subject()).applied_transforms]
+        assert len(set(history)) == len(history)  # without replacement
+        counts[len(history)] += 1
+        names.update(history)
+    assert set(counts) == {1, 2, 3} and all(60 < counts[n] < 140 for n in (1, 2, 3))
+    assert all(100 < names[n] < 200 for n in ("Noise", "Gamma", "Flip", "Clamp"))
+    repeated = tio.SomeOf([tio.Noise(std=0.1)], num_transforms=3, replace=True)
+    assert [e.name for e in repeated(_subject()).applied_transforms] == ["Noise"] * 3
+    assert len(tio.SomeOf(candidates, num_transforms=9)(_subject()).applied_transforms) == 4
+
+
+def test_some_of_same_seed_same_choice_and_values() -> None:
+    def make() -> tio.SomeOf:
+        candidates = [tio.Noise(std=0.3), tio.Gamma(log_gamma=(-1, 1)), tio.Blur(std=1)]
+        return tio.SomeOf(candidates, num_transforms=(0, 3), seed=4)
+
+    subject = _subject()
+    a, b = make(), make()
+    for _ in range(5):
+        x, y = a(subject), b(subject)
+        assert [e.params for e in x.applied_transforms] == [e.params for e in y.applied_transforms]
+        assert torch.equal(x.t1.data, y.t1.data)
+
+
+def test_one_of_records_the_chosen_transform() -> None:
+    one = tio.OneOf({tio.Noise(std=0.1): 3, tio.Gamma(log_gamma=0.2): 1}, seed=1)
+    names = Counter(one(_subject()).applied_transforms[0].name for _ in range(400))
+    assert 250 < names["Noise"] < 350 and names["Gamma"] == 400 - names["Noise"]
+    out = one(_subject())
+    assert len(out.applied_transforms) == 1
+
+
+def test_bad_some_of() -> None:
+    with pytest.raises(ValueError, match="0 <= low <= high"):
+        tio.SomeOf([tio.Noise()], num_transforms=(3, 1))
+    with pytest.raises(TypeError, match="num_transforms must be an int"):
+        tio.SomeOf([tio.Noise()], num_transforms=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="wrap functions with tio.Lambda"):
+        tio.SomeOf([lambda x: x])  # type: ignore[list-item]
+
+
+def test_split_for_the_queue_and_laziness() -> None:
+    pipeline = tio.Compose(
+        [tio.ZNormalization(), tio.Blur(std=1), tio.Gamma(log_gamma=0.1), tio.Noise()]
+    )
+    whole, per_patch = pipeline.split()
+    assert [type(t).__name__ for t in whole] == ["ZNormalization", "Blur"]  # type: ignore[union-attr]
+    assert [type(t).__name__ for t in per_patch] == ["Gamma", "Noise"]  # type: ignore[union-attr]
+    assert pipeline.lazy and not tio.Compose([tio.Motion()]).lazy
+    assert tio.SomeOf([tio.Noise(), tio.Gamma()]).patchwise
+    assert not tio.SomeOf([tio.Noise(), tio.Blur()]).patchwise
+    both = tio.Compose([tio.Noise()]) + tio.Compose([tio.Gamma(), tio.Blur()])
+    assert [type(t).__name__ for t in both] == ["Noise", "Gamma", "Blur"]
