@@ -39,7 +39,10 @@ def test_a_region_is_the_same_region_of_the_whole_volume_bit_for_bit() -> None:
         part = normal_pairs(42, start, stop, shape)
         box = (slice(None), *(slice(a, b) for a, b in zip(start, stop, strict=True)))
         for got, expected in zip(part, whole, strict=True):
+            assert got is not None and expected is not None
             assert torch.equal(got, expected[box])
+    first, none = normal_pairs(42, (3, 2, 1), (9, 8, 6), shape, second=False)
+    assert none is None and torch.equal(first, whole[0][:, 3:9, 2:8, 1:6])
 
 
 def test_the_torch_path_hashes_the_same_integers() -> None:
@@ -49,6 +52,7 @@ def test_the_torch_path_hashes_the_same_integers() -> None:
     numpy_path = normal_pairs(5, (1, 2, 3), (8, 6, 7), shape)
     torch_path = _normal_pairs_torch(5, (1, 2, 3), (2, 7, 4, 4), shape[1:], torch.device("cpu"))
     for a, b in zip(numpy_path, torch_path, strict=True):
+        assert a is not None and b is not None
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 

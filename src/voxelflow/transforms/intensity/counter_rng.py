@@ -52,7 +52,9 @@ def normal_pairs(
     stop: Sequence[int],
     volume_shape: Sequence[int],
     device: torch.device | str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    *,
+    second: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Two independent float32 standard normals for each voxel of a region.
 
     Args:
@@ -60,26 +62,32 @@ def normal_pairs(
         start, stop: the region, in voxels of the whole volume (three each).
         volume_shape: ``(C, I, J, K)`` of the whole volume.
         device: where to compute (default CPU).
+        second: also return the second normal of each pair (else ``None``).
 
     Returns:
-        Two tensors of shape ``(C, *region)``.
+        Two tensors of shape ``(C, *region)`` (the second may be ``None``).
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     channels, size_i, size_j, size_k = (int(n) for n in volume_shape)
     shape = (channels, *(int(b) - int(a) for a, b in zip(start, stop, strict=True)))
     if device.type == "cpu":
-        z1, z2 = _normal_pairs_numpy(seed, start, shape, (size_i, size_j, size_k))
-        return torch.from_numpy(z1), torch.from_numpy(z2)
-    return _normal_pairs_torch(seed, start, shape, (size_i, size_j, size_k), device)
+        z1, z2 = _normal_pairs_numpy(seed, start, shape, (size_i, size_j, size_k), second)
+        return torch.from_numpy(z1), None if z2 is None else torch.from_numpy(z2)
+    z1_torch, z2_torch = _normal_pairs_torch(seed, start, shape, (size_i, size_j, size_k), device)
+    return z1_torch, z2_torch if second else None
 
 
 def _normal_pairs_numpy(
-    seed: int, start: Sequence[int], shape: Sequence[int], volume: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
+    seed: int,
+    start: Sequence[int],
+    shape: Sequence[int],
+    volume: Sequence[int],
+    second: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     channels, ri, rj, rk = shape
     size_i, size_j, size_k = volume
     z1 = np.empty(shape, dtype=np.float32)
-    z2 = np.empty(shape, dtype=np.float32)
+    z2 = np.empty(shape, dtype=np.float32) if second else None
     if z1.size == 0:
         return z1, z2
     # index of (j, k) inside a plane, then one offset per (channel, plane i)
@@ -89,16 +97,17 @@ def _normal_pairs_numpy(
     planes = max(1, CHUNK // in_plane.size)
     seed64 = np.uint64(int(seed) % (1 << 64))
     flat1 = z1.reshape(channels, ri, -1)
-    flat2 = z2.reshape(channels, ri, -1)
+    flat2 = None if z2 is None else z2.reshape(channels, ri, -1)
     with np.errstate(over="ignore"):
         for c in range(channels):
             for first in range(0, ri, planes):
                 i = np.arange(start[0] + first, start[0] + min(ri, first + planes), dtype=np.uint64)
                 offsets = (np.uint64(c) * np.uint64(size_i) + i) * np.uint64(size_j * size_k)
                 index = offsets[:, None] + in_plane[None, :]
-                a, b = _box_muller_numpy(_splitmix_numpy(index, seed64))
+                a, b = _box_muller_numpy(_splitmix_numpy(index, seed64), second)
                 flat1[c, first : first + len(i)] = a
-                flat2[c, first : first + len(i)] = b
+                if flat2 is not None and b is not None:
+                    flat2[c, first : first + len(i)] = b
     return z1, z2
 
 
@@ -114,7 +123,9 @@ def _splitmix_numpy(index: np.ndarray, seed: np.uint64) -> np.ndarray:
     return z
 
 
-def _box_muller_numpy(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _box_muller_numpy(
+    bits: np.ndarray, second: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     u1 = (bits >> np.uint64(40)).astype(np.float32)
     u1 += np.float32(0.5)
     u1 *= _SCALE  # (0, 1): never 0, so the logarithm is finite
@@ -123,7 +134,7 @@ def _box_muller_numpy(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     np.log(u1, out=u1)
     u1 *= np.float32(-2.0)
     np.sqrt(u1, out=u1)
-    return u1 * np.cos(u2), u1 * np.sin(u2)
+    return u1 * np.cos(u2), (u1 * np.sin(u2)) if second else None
 
 
 def _normal_pairs_torch(

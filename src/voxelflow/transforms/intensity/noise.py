@@ -98,11 +98,12 @@ def add_noise(
 ) -> torch.Tensor:
     """``data`` (the region) with the region's noise added (float result)."""
     shape = (data.shape[0], *region.volume_shape)
-    z1, z2 = normal_pairs(seed, region.start, region.stop, shape, data.device)
+    z1, z2 = normal_pairs(seed, region.start, region.stop, shape, data.device, second=rician)
     dtype = float_dtype(data.dtype)
     x = data.to(dtype)
     n1 = (z1.to(dtype) * std) + mean
     if not rician:
         return x + n1
+    assert z2 is not None
     n2 = (z2.to(dtype) * std) + mean
     return torch.sqrt((x + n1) ** 2 + n2**2)
