@@ -315,3 +315,16 @@ def test_same_seed_same_parameters_and_values(files: tio.Subject) -> None:
     c = pipeline()
     c(files)
     assert not torch.equal(c(files).t1.data, a.t1.data)  # the generator moved on
+
+
+@pytest.mark.parametrize("transform", LAZY, ids=repr)
+def test_lazy_results_pickle_for_dataloader_workers(
+    transform: tio.Transform, files: tio.Subject
+) -> None:
+    import pickle
+
+    out = transform(files, torch.Generator().manual_seed(5))
+    again = pickle.loads(pickle.dumps(out))
+    box = (slice(None), slice(2, 9), slice(0, 4), slice(5, 9))
+    assert not again.t1.is_loaded
+    assert torch.equal(again.t1[box].data, out.t1.data[box])
