@@ -66,14 +66,51 @@ def test_bad_some_of() -> None:
 
 
 def test_split_for_the_queue_and_laziness() -> None:
+    on_patches = tio.Lambda(torch.abs, patchwise=True)
     pipeline = tio.Compose(
-        [tio.ZNormalization(), tio.Blur(std=1), tio.Gamma(log_gamma=0.1), tio.Noise()]
+        [tio.ZNormalization(), tio.Blur(std=1), on_patches, tio.Gamma(log_gamma=0.1), tio.Noise()]
     )
     whole, per_patch = pipeline.split()
     assert [type(t).__name__ for t in whole] == ["ZNormalization", "Blur"]  # type: ignore[union-attr]
-    assert [type(t).__name__ for t in per_patch] == ["Gamma", "Noise"]  # type: ignore[union-attr]
-    assert pipeline.lazy and not tio.Compose([tio.Motion()]).lazy
+    assert [type(t).__name__ for t in per_patch] == ["Lambda", "Gamma", "Noise"]  # type: ignore[union-attr]
+    whole, per_patch = tio.Compose([tio.Noise(), on_patches]).split()
+    assert [type(t).__name__ for t in whole] == ["Noise"]  # type: ignore[union-attr]
+    assert [type(t).__name__ for t in per_patch] == ["Lambda"]  # type: ignore[union-attr]
+    assert not pipeline.lazy and tio.Compose([tio.Noise(), tio.Blur()]).lazy
+    assert not tio.Compose([tio.Motion()]).lazy
     assert tio.SomeOf([tio.Noise(), tio.Gamma()]).patchwise
     assert not tio.SomeOf([tio.Noise(), tio.Blur()]).patchwise
     both = tio.Compose([tio.Noise()]) + tio.Compose([tio.Gamma(), tio.Blur()])
     assert [type(t).__name__ for t in both] == ["Noise", "Gamma", "Blur"]
+
+
+def test_queue_patches_equal_the_whole_transformed_subject(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Noise, Blur, Gamma and Standardize in a Queue: each patch is the region of the whole
+    transformed subject, with the parameters the patch recorded."""
+    import nibabel as nib
+    import numpy as np
+    from equivalence import patch_region, replay_history
+
+    subjects = []
+    for n in range(2):
+        array = np.random.default_rng(n).normal(10, 2, size=(20, 18, 16)).astype(np.float32)
+        nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / f"t{n}.nii")
+        subjects.append(tio.Subject(t1=tio.ScalarImage(tmp_path / f"t{n}.nii"), id=n))
+    members = [
+        tio.Standardize(),
+        tio.Gamma(log_gamma=(-0.2, 0.2)),
+        tio.Blur(std=(0.5, 1.5)),
+        tio.Noise(std=0.3),
+    ]
+    queue = tio.Queue(
+        subjects,
+        tio.UniformSampler(patch_size=(7, 6, 5)),
+        max_length=8,
+        patches_per_volume=4,
+        transform=tio.Compose(members),
+        seed=0,
+    )
+    for patch in queue:
+        whole = replay_history(subjects[patch["id"]], members, patch.applied_transforms)
+        expected = whole.t1.data[(slice(None), *patch_region(patch))]
+        assert torch.equal(patch.t1.data, expected)

@@ -202,11 +202,18 @@ def test_batch_elements_get_their_own_parameters() -> None:
 
 
 def test_compose_split_for_the_queue() -> None:
-    pipeline = tio.Compose([tio.CropOrPad(8), tio.ZNormalization(), tio.Flip(), tio.Noise()])
+    """The subject part ends at the last whole-volume transform and the lazy ones after it
+    (exact patches, nothing read); from the first patchwise transform that is not lazy,
+    the rest runs on patches."""
+    on_patches = tio.Lambda(torch.abs, patchwise=True)
+    pipeline = tio.Compose([tio.CropOrPad(8), tio.ZNormalization(), tio.Noise(), on_patches])
     whole, patch = pipeline.split()
-    assert [type(t).__name__ for t in whole.transforms] == ["CropOrPad", "ZNormalization"]
-    assert [type(t).__name__ for t in patch.transforms] == ["Flip", "Noise"]
-    assert tio.Compose([tio.Flip(), tio.Noise()]).split()[0] is None
+    assert [type(t).__name__ for t in whole.transforms] == ["CropOrPad", "ZNormalization", "Noise"]
+    assert [type(t).__name__ for t in patch.transforms] == ["Lambda"]
+    whole, patch = tio.Compose([tio.Crop(1), on_patches, tio.Noise()]).split()
+    assert [type(t).__name__ for t in patch.transforms] == ["Lambda", "Noise"]
+    assert tio.Compose([on_patches, tio.Noise()]).split()[0] is None
     assert tio.Compose([tio.Noise(), tio.Crop(1)]).split()[1] is None
     maybe = tio.Compose([tio.Crop(1), tio.Flip()], p=0.5)
     assert maybe.split() == (maybe, None)
+    assert tio.Compose([on_patches], p=0.5).split()[0] is None

@@ -68,17 +68,24 @@ class Compose(Transform):
         return subject
 
     def split(self) -> tuple[Transform | None, Transform | None]:
-        """``(whole, per_patch)``: the transforms up to the last one that needs the whole
-        volume, and the patchwise rest (``None`` for an empty part).
+        """``(subject_part, per_patch)``: the transforms a Queue applies to each subject,
+        and those it applies to each patch (``None`` for an empty part).
 
-        A Queue applies ``whole`` to each subject and ``per_patch`` to each patch,
-        which gives the same results in distribution as applying everything to the
-        subject. Only a composition applied always (``p == 1``) can be split.
+        The subject part runs up to the last transform that needs the whole volume
+        (not patchwise), then on through the lazy transforms that follow it: lazy
+        transforms (intensity maps, noise, label maps, flips, resampling) cost
+        nothing on a subject and give each patch exactly the values of the whole
+        transformed subject. The rest, from the first patchwise transform that is
+        not lazy, runs on patches (the same results in distribution). Only a
+        composition applied always (``p == 1``) is split.
         """
         if self.p < 1.0:
-            return (None, self) if self.patchwise else (self, None)
-        last = max((n for n, t in enumerate(self.transforms) if not t.patchwise), default=-1)
-        whole, patch = self.transforms[: last + 1], self.transforms[last + 1 :]
+            return (None, self) if self.patchwise and not self.lazy else (self, None)
+        transforms = self.transforms
+        end = max((n + 1 for n, t in enumerate(transforms) if not t.patchwise), default=0)
+        while end < len(transforms) and transforms[end].lazy:
+            end += 1
+        whole, patch = transforms[:end], transforms[end:]
         return (Compose(whole, seed=self.seed) if whole else None), (
             Compose(patch, seed=self.seed) if patch else None
         )
