@@ -54,7 +54,7 @@ from voxelflow._errors import VoxelflowValueError
 from voxelflow._indexing import Box
 from voxelflow.backends.base import BackendProtocol
 
-SLAB_VOXELS = 1 << 22
+SLAB_VOXELS = 1 << 20
 """Most voxels (all channels together) read and summarised at once."""
 
 HISTOGRAM_BINS = 1 << 14
@@ -255,15 +255,16 @@ class _MomentsAccumulator:
         if n == 0:
             return
         values = values.to(torch.float64)
-        slab_mean = float(values.mean())
-        slab_m2 = float(((values - slab_mean) ** 2).sum())
+        variance, mean = torch.var_mean(values, correction=0)
+        slab_mean, slab_m2 = float(mean), float(variance) * n
         total = self.count + n
         delta = slab_mean - self.mean
         self.mean += delta * n / total
         self.m2 += slab_m2 + delta * delta * self.count * n / total
         self.count = total
-        self.low = min(self.low, float(values.min()))
-        self.high = max(self.high, float(values.max()))
+        low, high = torch.aminmax(values)
+        self.low = min(self.low, float(low))
+        self.high = max(self.high, float(high))
         if math.isnan(slab_mean):
             self.low = self.high = math.nan
 
