@@ -328,3 +328,18 @@ def test_lazy_results_pickle_for_dataloader_workers(
     box = (slice(None), slice(2, 9), slice(0, 4), slice(5, 9))
     assert not again.t1.is_loaded
     assert torch.equal(again.t1[box].data, out.t1.data[box])
+
+
+@pytest.mark.parametrize("transform", LAZY, ids=repr)
+def test_the_whole_volume_path_for_device_tensors_gives_the_same_values(
+    transform: tio.Transform, tensors: tio.Subject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images on a GPU are transformed at once on their device by the same region function
+    (with the border padded on the device); on the CPU, that path equals the lazy one."""
+    from voxelflow.transforms.intensity import base
+
+    lazy = transform(tensors, torch.Generator().manual_seed(2))
+    monkeypatch.setattr(base, "on_device", lambda image: image.is_loaded)
+    eager = transform(tensors, torch.Generator().manual_seed(2))
+    assert eager.t1.is_loaded
+    torch.testing.assert_close(eager.t1.data, lazy.t1.data, rtol=0, atol=0)

@@ -187,10 +187,12 @@ class BiasField(IntensityTransform):
         return f"BiasField(std={self.std!r}, scale={self.scale}, p={self.p})"
 
 
-def axis_coordinates(start: int, stop: int, size: int) -> torch.Tensor:
+def axis_coordinates(
+    start: int, stop: int, size: int, device: torch.device | None = None
+) -> torch.Tensor:
     """TorchIO's normalised coordinates of voxels ``start:stop`` of an axis of ``size``
     (``-1`` to ``1`` across the axis; 0 for an axis of one voxel), float64."""
-    index = torch.arange(start, stop, dtype=torch.float64)
+    index = torch.arange(start, stop, dtype=torch.float64, device=device)
     if size == 1:
         return torch.zeros_like(index)
     half = (size - 1) / 2
@@ -206,16 +208,17 @@ def polynomial_bias(
     sign: float,
 ) -> torch.Tensor:
     """``data`` times ``exp(sign * polynomial)`` over the region (float64 arithmetic)."""
+    device = data.device
     x, y, z = (
-        axis_coordinates(a, b, n)
+        axis_coordinates(a, b, n, device)
         for a, b, n in zip(region.start, region.stop, region.volume_shape, strict=True)
     )
     terms = dict(zip(exponents(order), coefficients, strict=True))
-    field = torch.zeros(region.shape, dtype=torch.float64)
+    field = torch.zeros(region.shape, dtype=torch.float64, device=device)
     for a in range(order + 1):  # sum over c, then b, then a: each voxel's terms in a fixed order
-        plane = torch.zeros(region.shape[1:], dtype=torch.float64)
+        plane = torch.zeros(region.shape[1:], dtype=torch.float64, device=device)
         for b in range(order + 1 - a):
-            line = torch.zeros(region.shape[2], dtype=torch.float64)
+            line = torch.zeros(region.shape[2], dtype=torch.float64, device=device)
             for c in range(order + 1 - a - b):
                 line = line + terms[(a, b, c)] * z**c
             plane = plane + (y**b)[:, None] * line[None, :]
@@ -247,14 +250,15 @@ def smooth_bias(
     data: torch.Tensor, region: Region, *, coarse: torch.Tensor, sign: float
 ) -> torch.Tensor:
     """``data`` times ``exp(sign * interpolated coarse field)`` over the region."""
-    field = coarse
+    field = coarse.to(data.device)
     for axis in range(3):  # separable: each output voxel is computed from its own indices
         low, high, weight = _interpolation(
             region.start[axis], region.stop[axis], region.volume_shape[axis], coarse.shape[axis + 1]
         )
         view = [1, 1, 1, 1]
         view[axis + 1] = -1
-        w = weight.view(view)
+        low, high = low.to(data.device), high.to(data.device)
+        w = weight.to(data.device).view(view)
         field = field.index_select(axis + 1, low) * (1 - w) + field.index_select(axis + 1, high) * w
     if sign != 1.0:
         field = field * sign

@@ -248,10 +248,10 @@ def piecewise_linear(
 ) -> torch.Tensor:
     """Map the image's percentiles ``inputs`` onto ``landmarks``, linearly between them
     (the outer segments extended; flat input segments are skipped, as TorchIO does)."""
-    x_points = torch.tensor(inputs, dtype=torch.float64)
-    y_points = torch.tensor(landmarks, dtype=torch.float64)
+    x_points = torch.tensor(inputs, dtype=torch.float64, device=data.device)
+    y_points = torch.tensor(landmarks, dtype=torch.float64, device=data.device)
     dx = torch.diff(x_points)
-    dx = torch.where(dx.abs() < 1e-5, torch.tensor(torch.inf, dtype=torch.float64), dx)
+    dx = torch.where(dx.abs() < 1e-5, torch.full_like(dx, torch.inf), dx)
     slopes = torch.diff(y_points) / dx
     intercepts = y_points[:-1] - slopes * x_points[:-1]
     x = data.to(torch.float64).contiguous()

@@ -35,7 +35,7 @@ def apply_mask(
     if inside.shape[0] not in (1, data.shape[0]):
         inside = inside.any(dim=0, keepdim=True)
     out = data.to(float_dtype(data.dtype))
-    return torch.where(inside, out, torch.tensor(outside_value, dtype=out.dtype))
+    return torch.where(inside, out, outside_value)
 
 
 class Mask(IntensityTransform):
