@@ -244,10 +244,11 @@ class SequentialLabels(LabelTransform):
 # ---------------------------------------------------------------------- one-hot
 def one_hot(data: torch.Tensor, region: Region, *, num_classes: int, label: str) -> torch.Tensor:
     """``(1, ...)`` labels to ``(num_classes, ...)`` indicator channels (same dtype)."""
-    values = data[0]
+    values = data[0] if data.dtype.is_floating_point else data[0].to(torch.int64)
     if values.numel():
         low, high = float(values.min()), float(values.max())
-        if low < 0 or high >= num_classes or not bool((values == values.round()).all()):
+        whole = not values.is_floating_point() or bool((values == values.round()).all())
+        if low < 0 or high >= num_classes or not whole:
             raise VoxelflowValueError(
                 f"OneHot: {label} holds label values in [{_label(low)}, {_label(high)}], which are "
                 f"not all integers in [0, {num_classes - 1}]; pass num_classes > {_label(high)}, "
