@@ -15,12 +15,14 @@ if [ "${1:-}" = "--quick" ]; then
   zarr=(--size-gib 0.1 --reads 20)
   infer=(--quick)
   cli=(--quick --repeats 3)
+  intensity=(--quick)
 else
   lazy=()
   gz=(--repeats 3)  # nibabel's proxy takes up to 14 s per region at the end of the stream
   zarr=(--size-gib 1.0)
   infer=()
   cli=()
+  intensity=()
 fi
 run() {
   echo; echo "===== $*"
@@ -34,3 +36,4 @@ run benchmarks/bench_niftizarr.py --folder "$DIR/zarr" "${zarr[@]}"
 run benchmarks/bench_training.py --folder "$DIR/training"
 run benchmarks/bench_inference.py "${infer[@]}"
 run benchmarks/bench_cli.py "${cli[@]}"
+run benchmarks/bench_intensity.py --folder "$DIR" "${intensity[@]}"

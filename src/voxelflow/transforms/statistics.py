@@ -12,13 +12,14 @@ memory it takes does not grow with the volume.
   minimum and maximum, in **one pass** (Chan's pairwise combination in float64).
 * :func:`quantiles`: **exact** quantiles, equal to ``numpy.quantile`` (linear
   interpolation between order statistics, NumPy's formula), without holding
-  the volume: one pass for the moments, one pass for a histogram of
-  :data:`HISTOGRAM_BINS` bins over ``[min, max]`` (with the smallest and largest
-  value of each bin), then one pass that gathers the few values of the bins that
-  hold the wanted order statistics and sorts them. A bin of equal values needs
-  no gathering (integer images are done after the histogram); a crowded bin
-  of distinct values is refined by another histogram over its own range.
-  Quantiles 0 and 1 are the minimum and maximum (one pass).
+  the volume: a radix selection on order-preserving integer keys of the
+  values. The first pass gives the moments and a histogram of the keys' top
+  :data:`DIGIT_BITS` bits (with each bin's smallest and largest value); each
+  further pass resolves the next bits of the bins that hold the wanted order
+  statistics, or gathers and sorts their values once a bin holds at most
+  :data:`GATHER_LIMIT` of them. A bin of equal values is resolved at once.
+  Images of 8 or 16 bits take one pass, 32-bit ones (float32, int32) at most
+  two; quantiles 0 and 1 are the minimum and maximum (the moments' pass).
 * :func:`unique_values`: the sorted set of values (label maps), one pass.
 
 Results are cached by the source backend's ``cache_key`` when it has one (a
@@ -57,11 +58,9 @@ from voxelflow.backends.base import BackendProtocol
 SLAB_VOXELS = 1 << 20
 """Most voxels (all channels together) read and summarised at once."""
 
-HISTOGRAM_BINS = 1 << 14
-"""Bins of each histogram pass of :func:`quantiles`."""
-
 GATHER_LIMIT = 1 << 16
-"""Most values gathered for one wanted order statistic before its bin is refined instead."""
+"""Most values gathered (then sorted) for a wanted order statistic; a bin holding more is
+refined by the next digit instead."""
 
 Mask = BackendProtocol | torch.Tensor | None
 Result = TypeVar("Result")

@@ -207,14 +207,15 @@ def polynomial_bias(
     coefficients: tuple[float, ...],
     sign: float,
 ) -> torch.Tensor:
-    """``data`` times ``exp(sign * polynomial)`` over the region (float64 arithmetic)."""
-    device = data.device
+    """``data`` times ``exp(sign * polynomial)`` over the region (the per-axis sums in
+    float64, the volume in the output's float dtype)."""
+    device, dtype = data.device, float_dtype(data.dtype)
     x, y, z = (
         axis_coordinates(a, b, n, device)
         for a, b, n in zip(region.start, region.stop, region.volume_shape, strict=True)
     )
     terms = dict(zip(exponents(order), coefficients, strict=True))
-    field = torch.zeros(region.shape, dtype=torch.float64, device=device)
+    field = torch.zeros(region.shape, dtype=dtype, device=device)
     for a in range(order + 1):  # sum over c, then b, then a: each voxel's terms in a fixed order
         plane = torch.zeros(region.shape[1:], dtype=torch.float64, device=device)
         for b in range(order + 1 - a):
@@ -222,10 +223,8 @@ def polynomial_bias(
             for c in range(order + 1 - a - b):
                 line = line + terms[(a, b, c)] * z**c
             plane = plane + (y**b)[:, None] * line[None, :]
-        field = field + (x**a)[:, None, None] * plane[None]
-    if sign != 1.0:
-        field = field * sign
-    return _multiply(data, torch.exp(field)[None])
+        field = field + (x**a).to(dtype)[:, None, None] * (plane * sign).to(dtype)[None]
+    return data.to(dtype) * torch.exp(field)[None]
 
 
 def coarse_field(seed: int, std: float, scale: float, shape: Sequence[int]) -> torch.Tensor:
@@ -250,7 +249,7 @@ def smooth_bias(
     data: torch.Tensor, region: Region, *, coarse: torch.Tensor, sign: float
 ) -> torch.Tensor:
     """``data`` times ``exp(sign * interpolated coarse field)`` over the region."""
-    field = coarse.to(data.device)
+    field = (coarse * sign).to(data.device)
     for axis in range(3):  # separable: each output voxel is computed from its own indices
         low, high, weight = _interpolation(
             region.start[axis], region.stop[axis], region.volume_shape[axis], coarse.shape[axis + 1]
@@ -259,12 +258,7 @@ def smooth_bias(
         view[axis + 1] = -1
         low, high = low.to(data.device), high.to(data.device)
         w = weight.to(data.device).view(view)
+        if axis == 2:  # the last, full-size step in the output's dtype
+            field, w = field.to(float_dtype(data.dtype)), w.to(float_dtype(data.dtype))
         field = field.index_select(axis + 1, low) * (1 - w) + field.index_select(axis + 1, high) * w
-    if sign != 1.0:
-        field = field * sign
-    return _multiply(data, torch.exp(field))
-
-
-def _multiply(data: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
-    dtype = float_dtype(data.dtype)
-    return (data.to(torch.float64) * field).to(dtype)
+    return data.to(field.dtype) * torch.exp(field)

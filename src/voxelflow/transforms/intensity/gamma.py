@@ -64,11 +64,10 @@ class Gamma(IntensityTransform):
 
 
 def power(data: torch.Tensor, region: Region, *, gamma: float) -> torch.Tensor:
-    """``sign(x) * |x| ** gamma``, computed as ``exp(gamma * log|x|)`` in float64 (element-wise
-    functions whose result does not depend on where the element sits in the tensor)."""
-    dtype = float_dtype(data.dtype)
+    """``sign(x) * |x| ** gamma``, computed as ``exp(gamma * log|x|)`` in the output's float
+    dtype (element-wise functions whose result does not depend on where the element sits
+    in the tensor, unlike ``pow``'s vectorised and scalar paths)."""
+    x = data.to(float_dtype(data.dtype))
     if gamma == 1.0:
-        return data.to(dtype)
-    x = data.to(torch.float64)
-    magnitude = torch.exp(torch.log(x.abs()) * gamma)
-    return (magnitude * x.sign()).to(dtype)
+        return x
+    return torch.exp(torch.log(x.abs()) * gamma) * x.sign()

@@ -43,21 +43,21 @@ def linear_map(
     in_range: tuple[float, float],
     out_range: tuple[float, float],
 ) -> torch.Tensor:
-    """``clip``, then map ``in_range`` linearly onto ``out_range`` (float64 arithmetic);
+    """``clip``, then map ``in_range`` linearly onto ``out_range`` (in the output's dtype);
     an empty input range maps every voxel to the lower output bound."""
     dtype = float_dtype(data.dtype)
     (in_low, in_high), (out_low, out_high) = in_range, out_range
     if in_high == in_low:
         return torch.full(data.shape, out_low, dtype=dtype, device=data.device)
-    x = data.to(torch.float64)
+    x = data.to(dtype)
     if clip is not None:
         x = x.clamp(clip[0], clip[1])
-    return ((x - in_low) * ((out_high - out_low) / (in_high - in_low)) + out_low).to(dtype)
+    return (x - in_low) * ((out_high - out_low) / (in_high - in_low)) + out_low
 
 
 def standardize(data: torch.Tensor, region: Region, *, mean: float, std: float) -> torch.Tensor:
-    """``(x - mean) / std`` (float64 arithmetic)."""
-    return ((data.to(torch.float64) - mean) / std).to(float_dtype(data.dtype))
+    """``(x - mean) / std`` (in the output's dtype)."""
+    return (data.to(float_dtype(data.dtype)) - mean) / std
 
 
 def _rescale_inverse(params: dict[str, Any], names: Sequence[str]) -> Transform:
