@@ -32,7 +32,19 @@ Pairs = list[list[float]]
 
 
 class LabelTransform(Transform):
-    """Base of label transforms: the label maps of a subject, each transformed alone."""
+    """Base of label transforms: the label maps of a subject, each transformed alone.
+
+    Subclasses implement :meth:`transform_image` and, for facts of the whole map
+    (the labels present), :meth:`prepare`.
+
+    Example:
+        >>> import torch, voxelflow as tio
+        >>> subject = tio.Subject(t1=tio.ScalarImage(torch.rand(1, 2, 2, 2)),
+        ...                       seg=tio.LabelMap(torch.ones(1, 2, 2, 2, dtype=torch.uint8)))
+        >>> out = tio.RemapLabels({1: 4})(subject)
+        >>> out.seg.data.unique().tolist(), out.t1 is subject.t1
+        ([4], True)
+    """
 
     def images_to_change(self, subject: Subject) -> dict[str, Image]:
         """The label maps to transform; an intensity image named in ``include`` is an error."""

@@ -77,6 +77,15 @@ class Selection:
             ``(C or 1, I, J, K)``: with the image's ``C`` channels it selects per
             channel, else its channels are combined with "any" for every channel.
         label: names the image in error messages.
+
+    Example:
+        >>> import torch
+        >>> from voxelflow.backends import TensorBackend
+        >>> from voxelflow.transforms.statistics import Selection, moments
+        >>> data = torch.tensor([1.0, 2.0, 3.0, 10.0]).reshape(1, 4, 1, 1)
+        >>> inside = torch.tensor([True, True, True, False]).reshape(1, 4, 1, 1)
+        >>> moments(Selection(TensorBackend(data), inside)).maximum
+        3.0
     """
 
     source: BackendProtocol
@@ -102,6 +111,14 @@ class Moments:
             ``torch.std``); 0 for a single value.
         minimum: the smallest value.
         maximum: the largest value.
+
+    Example:
+        >>> import torch
+        >>> from voxelflow.backends import TensorBackend
+        >>> from voxelflow.transforms.statistics import Selection, moments
+        >>> found = moments(Selection(TensorBackend(torch.tensor([1.0, 3.0]).reshape(1, 2, 1, 1))))
+        >>> found.count, found.mean, round(found.std, 4)
+        (2, 2.0, 1.4142)
     """
 
     count: int
