@@ -41,7 +41,7 @@ from torch import nn
 
 import voxelflow as tio
 from voxelflow.loader import SubjectsLoader
-from voxelflow.patches.windows import window_3d
+from voxelflow.patches.blending import window_3d
 
 MODES = ("crop", "average", "hann", "gaussian")
 

@@ -10,7 +10,8 @@ from torch import nn
 
 import voxelflow as tio
 from voxelflow.loader import SubjectsLoader
-from voxelflow.patches.windows import window_3d
+from voxelflow.patches.accumulators import MemoryAccumulator
+from voxelflow.patches.blending import window_3d
 
 MODES = ["crop", "average", "hann", "gaussian"]
 
@@ -249,7 +250,7 @@ def test_seed_page_downsampled_example_shapes():
     location = tio.PatchLocation((64, 0, 112), (64, 64, 64))
     aggregator.add_batch(torch.ones(1, 2, 32, 32, 32), [location])
     assert aggregator.keys == ["output"]
-    assert aggregator._outputs["output"].values.shape == (2, 128, 128, 88)
+    assert aggregator._outputs["output"].accumulator.values.shape == (2, 128, 128, 88)
 
 
 def test_float16_accumulators_halve_the_memory():
@@ -296,7 +297,7 @@ def test_device_option_hands_back_where_asked():
     if torch.cuda.is_available():  # accumulate on the GPU, hand back on the CPU
         gpu = tio.PatchAggregator((8, 8, 8), "hann", device="cuda")
         gpu.add_batch(torch.ones(1, 1, 8, 8, 8), [tio.PatchLocation((0, 0, 0), (8, 8, 8))])
-        assert gpu._outputs["output"].values.device.type == "cuda"
+        assert gpu._outputs["output"].accumulator.values.device.type == "cuda"
         assert torch.equal(gpu.get_output(device="cpu"), torch.ones(1, 8, 8, 8))
 
 
@@ -369,15 +370,18 @@ def _fill(aggregator, batches, outputs, *, whole_batch: bool) -> list[bool]:
     """Add every batch with the whole-batch path allowed or not; report which path each took."""
     aggregator._vectorised_max_voxels = 10**9 if whole_batch else 0
     taken = []
-    original = aggregator._add_whole_batch
+    original = MemoryAccumulator._add_whole_batch
 
     def spy(*args, **kwargs):
         taken.append(True)
         return original(*args, **kwargs)
 
-    aggregator._add_whole_batch = spy
-    for locations, output in zip(batches, outputs, strict=True):
-        aggregator.add_batch(output, locations)
+    MemoryAccumulator._add_whole_batch = spy  # type: ignore[method-assign]
+    try:
+        for locations, output in zip(batches, outputs, strict=True):
+            aggregator.add_batch(output, locations)
+    finally:
+        MemoryAccumulator._add_whole_batch = original  # type: ignore[method-assign]
     return taken
 
 
@@ -429,7 +433,7 @@ def test_fastpath_equivalence(seed, dtype):
     exact = choice in ("average", "custom")
     tolerance = {torch.float64: 1e-13, torch.float32: 1e-5}[dtype]
     for key in ("full", "low"):
-        a, b = fast._outputs[key], slow._outputs[key]
+        a, b = fast._outputs[key].accumulator, slow._outputs[key].accumulator
         assert a.values.abs().sum() > 0 and (a.weights > 0).any()  # something was added
         assert torch.equal(a.weights > 0, b.weights > 0)  # the same voxels were covered
         covered = b.weights > 0
@@ -445,7 +449,7 @@ def test_fastpath_equivalence(seed, dtype):
 
 
 @pytest.mark.parametrize("mode", ["crop", "hann"])
-def test_fastpath_is_skipped_for_cropped_patches(mode):
+def test_fastpath_is_skipped_for_cropped_patches(mode, monkeypatch):
     """Crop mode and patches cut by the border of a padded grid keep the per-patch path,
     and still give the reference's values."""
     subject = tio.Subject(t1=tio.ScalarImage(volume((1, 13, 11, 9))))
@@ -453,8 +457,10 @@ def test_fastpath_is_skipped_for_cropped_patches(mode):
     aggregator = tio.PatchAggregator.from_sampler(sampler, overlap_mode=mode)
     aggregator._vectorised_max_voxels = 10**9
     taken = []
-    original = aggregator._add_whole_batch
-    aggregator._add_whole_batch = lambda *a: taken.append(True) or original(*a)
+    original = MemoryAccumulator._add_whole_batch
+    monkeypatch.setattr(
+        MemoryAccumulator, "_add_whole_batch", lambda *a: taken.append(True) or original(*a)
+    )
     locations = sampler.locations
     whole = [
         loc
@@ -470,3 +476,24 @@ def test_fastpath_is_skipped_for_cropped_patches(mode):
         aggregator.add_batch(torch.ones(len(batch), 1, 6, 5, 4) * 3, batch)
     assert len(taken) == (1 if mode == "hann" else 0)
     torch.testing.assert_close(aggregator.get_output(), torch.full((1, 13, 11, 9), 3.0))
+
+
+def test_window_is_a_copy_the_caller_may_change():
+    """An in-place change to one window must not change later windows of that size."""
+    first = window_3d("hann", (6, 5, 4))
+    expected = first.clone()
+    first.mul_(0).add_(7)
+    again = window_3d("hann", (6, 5, 4))
+    torch.testing.assert_close(again, expected, rtol=0, atol=0)
+    assert again.data_ptr() != first.data_ptr()
+
+
+def test_get_image_affine_does_not_change_the_aggregator():
+    original = np.diag([2.0, 2.0, 2.0, 1.0])
+    aggregator = tio.PatchAggregator((4, 4, 4), "average", affine=original)
+    box = tio.PatchLocation((0, 0, 0), (4, 4, 4))
+    aggregator.add_batch(torch.ones(1, 1, 4, 4, 4), [box])
+    other = np.diag([3.0, 3.0, 3.0, 1.0])
+    assert np.array_equal(aggregator.get_image(affine=other).affine, other)
+    assert np.array_equal(aggregator.affine, original)
+    assert np.array_equal(aggregator.get_image().affine, original)

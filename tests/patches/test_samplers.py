@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 import voxelflow as tio
 from voxelflow.loader import SubjectsLoader
-from voxelflow.patches import samplers as samplers_module
-from voxelflow.patches.samplers import centre_bounds
+from voxelflow.patches import label as label_module
+from voxelflow.patches.random_sampling import centre_bounds
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -210,13 +210,13 @@ def test_tables_built_once_per_subject_and_reused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     calls = []
-    original = samplers_module.build_tables
+    original = label_module.build_tables
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(samplers_module, "build_tables", counting)
+    monkeypatch.setattr(label_module, "build_tables", counting)
     seg = np.zeros((20, 20, 20), dtype=np.uint8)
     seg[5, 5, 5] = 1
     nib.save(nib.Nifti1Image(seg, np.eye(4)), tmp_path / "seg.nii")

@@ -47,7 +47,7 @@ def check_options(
     """Values the command line cannot refuse by type alone (each error names the option)."""
     from voxelflow._errors import check_choice
     from voxelflow.patches.aggregator import OVERLAP_MODES
-    from voxelflow.patches.sampler import PADDING_MODES
+    from voxelflow._padding import PADDING_MODES
 
     for name, value, low, meaning in (
         ("--patch", patch, 1, "voxels per side"),
@@ -124,7 +124,7 @@ def infer_volume(
     from voxelflow.cli import _model
     from voxelflow.convert import check_lossless
     from voxelflow.loader import SubjectsLoader
-    from voxelflow.patches.disk import label_dtype
+    from voxelflow.patches._zarr_store import label_dtype
 
     # 1. What the command line alone says, then the machine, then the output's place.
     check_options(

@@ -1,10 +1,13 @@
 """``PatchAggregator``: blend a model's patch outputs back into whole volumes.
 
-For every output the aggregator keeps a weighted sum (``C`` channels, float32 by
-default) and the sum of the weights (one channel), on the device asked for,
-and returns their quotient. So any positive window blends a constant volume
-into the same constant (TorchIO 2.0's Hann mode divides by a clamped window
-sum instead and does not).
+The aggregator owns the options and the routing: it validates a batch, asks
+:mod:`voxelflow.patches.placement` where each patch goes, picks the blend
+window (:mod:`voxelflow.patches.blending`), and hands the batch to one
+accumulator per named output (:mod:`voxelflow.patches.accumulators`: the whole
+output in memory; :mod:`voxelflow.patches.slabs`: slabs on their way to a
+``.nii.zarr``). The result is the weighted sum divided by the summed weights,
+so any positive window blends a constant volume into the same constant
+(TorchIO 2.0's Hann mode divides by a clamped window sum instead and does not).
 
 Modes:
 
@@ -15,57 +18,12 @@ Modes:
   equals a whole-volume forward pass. Where the last, flush patch makes
   centres overlap, they are averaged.
 * ``"average"``: every patch with weight 1.
-* ``"hann"`` and ``"gaussian"``: separable windows
-  (:mod:`voxelflow.patches.windows`), strictly positive, built once per patch
-  size; or a user's own ``window=``.
-
-A batch is added in one of two ways, chosen per batch by a measured rule:
-
-* **per patch**: one fused slice-add of sums (``addcmul_``) and one of weights
-  per patch, into views of the accumulators (contiguous runs, no index
-  tensors, no temporary the size of the volume). Python's cost is a few
-  microseconds per patch.
-* **whole batch**: the flat voxel indices of all ``B`` patches at once (an
-  int64 offset template per patch size, built once from per-axis aranges and
-  broadcasting, plus ``B`` base offsets), then one ``index_add_`` of
-  ``output * window`` reshaped to ``(C, B·P)`` into the flattened sums and one
-  of the window into the flattened one-channel weights. Used when every patch
-  of the batch lands whole (not ``"crop"``, no patch cut by the border) and
-  the patch has at most :data:`VECTORISED_MAX_VOXELS` voxels.
-
-Why the threshold: a scatter through an index tensor moves 8 index bytes per
-voxel and gives up the contiguous inner loop, so it only pays where Python's
-per-patch overhead dominates, i.e. small patches. Measured on this project's
-CPU (torch 2.13, one thread, accumulator 128×128×96, ms per batch, per patch →
-whole batch; ``torch.Tensor.index_put_(accumulate=True)`` was slower than
-``index_add_`` in every case and is not used):
-
-=========  ===  =====================  ===================
-patch      B    1 channel              4 channels
-=========  ===  =====================  ===================
-8³         4    0.045 → 0.029 (1.5×)   0.050 → 0.037 (1.4×)
-8³         64   0.70 → 0.15 (4.8×)     0.87 → 0.30 (2.9×)
-10³        4    0.047 → 0.034 (1.4×)   0.056 → 0.054 (1.0×)
-12³        4    0.048 → 0.045 (1.1×)   0.062 → 0.073 (0.9×)
-16³        4    0.049 → 0.073 (0.7×)   0.077 → 0.141 (0.6×)
-32³        4    0.10 → 0.37 (0.3×)     0.23 → 1.89 (0.1×)
-64³        4    0.40 → 3.29 (0.1×)     1.85 → 9.19 (0.2×)
-=========  ===  =====================  ===================
-
-So patches of up to 1024 voxels (10³) take the whole-batch path and the usual
-64³ patches keep the per-patch one, which is already memory-bound. No GPU was
-available when this was measured; the same rule applies on every device (on
-CUDA the whole-batch path adds with atomics, so under
-``torch.use_deterministic_algorithms(True)`` the per-patch path is used).
-Both paths give the same sums (each voxel receives the patches in batch order
-either way on the CPU): bit for bit where window × output is exact (``"average"``,
-dyadic windows), otherwise to a few ulps, since the per-patch ``addcmul_`` rounds
-a fused multiply-add once where the whole-batch path rounds the product, then
-the sum.
+* ``"hann"`` and ``"gaussian"``: separable windows, built once per patch size;
+  or a user's own ``window=``.
 
 Outputs smaller than the input (``output_shape``, an integer factor per axis),
-several named outputs, and accumulation on disk into a ``.nii.zarr``
-(:mod:`voxelflow.patches.disk`) are supported.
+several named outputs, and accumulation on disk into a ``.nii.zarr`` are
+supported.
 """
 
 from __future__ import annotations
@@ -85,55 +43,53 @@ from voxelflow._errors import (
     check_choice,
     did_you_mean,
 )
+from voxelflow._geometry import Triplet, to_triplet
 from voxelflow.batch import SubjectsBatch
 from voxelflow.image import Image, LabelMap, ScalarImage
-from voxelflow.patches.disk import DEFAULT_CHUNK, DiskAccumulator, ZarrVolume, label_dtype
-from voxelflow.patches.grid import grid_padding
+from voxelflow.patches._zarr_store import ZarrVolume, label_dtype
+from voxelflow.patches.accumulators import VECTORISED_MAX_VOXELS, Accumulator, MemoryAccumulator
+from voxelflow.patches.blending import UserWindow, user_window, window_3d
 from voxelflow.patches.location import PatchLocation
-from voxelflow.patches.sampler import TypeTriplet, describe, to_triplet
-from voxelflow.patches.windows import UserWindow, user_window, window_3d
+from voxelflow.patches.placement import (
+    Placement,
+    output_factor,
+    parse_output_shapes,
+    place,
+)
+from voxelflow.patches.slabs import SlabAccumulator, zarr_slab_accumulator
 
 OverlapMode = Literal["crop", "average", "hann", "gaussian"]
 OVERLAP_MODES: tuple[str, ...] = ("crop", "average", "hann", "gaussian")
 ACCUMULATOR_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DEFAULT_KEY = "output"
-VECTORISED_MAX_VOXELS = 1024
-"""Largest patch (in voxels of the output) added as a whole batch by ``index_add_``; larger
-patches are added patch by patch (see the module's documentation for the measurements)."""
+DEFAULT_CHUNK = 64
 
-Box = tuple[slice, slice, slice]
-Placement = tuple[Box, Box]  # (destination in the output, source in the patch)
 Locations = Sequence[PatchLocation] | SubjectsBatch | torch.Tensor | np.ndarray
 
 
 class _Output:
-    """The sums and weights of one named output (in memory, or on disk)."""
+    """One named output: its geometry and its accumulator."""
 
     def __init__(
-        self,
-        name: str,
-        shape: TypeTriplet,
-        factor: TypeTriplet,
-        channels: int,
-        dtype: torch.dtype,
-        device: torch.device,
-        disk: DiskAccumulator | None,
+        self, name: str, shape: Triplet, factor: Triplet, accumulator: Accumulator
     ) -> None:
         self.name = name
         self.shape = shape
         self.factor = factor
-        self.channels = channels
-        self.disk = disk
-        self.values: torch.Tensor | None = None
-        self.weights: torch.Tensor | None = None
-        if disk is None:
-            weight_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-            # normal tensors even under torch.inference_mode(), so that batches can be added
-            # in and out of it
-            with torch.inference_mode(False):
-                self.values = torch.zeros((channels, *shape), dtype=dtype, device=device)
-                self.weights = torch.zeros(shape, dtype=weight_dtype, device=device)
-        self.patches = 0
+        self.accumulator = accumulator
+
+    @property
+    def channels(self) -> int:
+        return self.accumulator.channels
+
+    @property
+    def patches(self) -> int:
+        return self.accumulator.patches
+
+    @property
+    def on_disk(self) -> SlabAccumulator | None:
+        accumulator = self.accumulator
+        return accumulator if isinstance(accumulator, SlabAccumulator) else None
 
 
 class PatchAggregator:
@@ -212,7 +168,7 @@ class PatchAggregator:
             raise VoxelflowValueError(
                 f"patch_overlap must be non-negative, got {self.patch_overlap}"
             )
-        self._output_shapes = self._parse_output_shapes(output_shape)
+        self._output_shapes = parse_output_shapes(self.spatial_shape, output_shape)
         if dtype not in ACCUMULATOR_DTYPES:
             raise VoxelflowValueError(
                 f"dtype={dtype} cannot accumulate; use one of "
@@ -243,7 +199,6 @@ class PatchAggregator:
         self.chunks = to_triplet(chunks, "chunks")
         self._outputs: dict[str, _Output] = {}
         self._windows: dict[tuple[int, int, int], torch.Tensor] = {}
-        self._offset_templates: dict[tuple[Any, ...], torch.Tensor] = {}
         self._vectorised_max_voxels = VECTORISED_MAX_VOXELS
 
     @classmethod
@@ -267,29 +222,9 @@ class PatchAggregator:
         return cls(sampler.spatial_shape, **kwargs)
 
     # ------------------------------------------------------------------ options
-    def _parse_output_shapes(self, output_shape: Any) -> dict[str | None, TypeTriplet]:
-        if output_shape is None:
-            return {}
-        items: dict[str | None, Any]
-        if isinstance(output_shape, Mapping):
-            items = {str(k): v for k, v in output_shape.items()}
-        else:
-            items = {None: output_shape}
-        shapes: dict[str | None, TypeTriplet] = {}
-        for key, value in items.items():
-            shape = to_triplet(value, "output_shape")
-            if any(o <= 0 or s % o for s, o in zip(self.spatial_shape, shape, strict=True)):
-                raise VoxelflowValueError(
-                    f"output_shape {describe(shape)} must divide spatial_shape "
-                    f"{describe(self.spatial_shape)} by a whole factor along every axis "
-                    "(e.g. (128, 128, 88) for (256, 256, 176))"
-                )
-            shapes[key] = shape
-        return shapes
-
-    def _factor(self, name: str) -> TypeTriplet:
+    def _factor(self, name: str) -> Triplet:
         shape = self._output_shapes.get(name, self._output_shapes.get(None, self.spatial_shape))
-        return tuple(s // o for s, o in zip(self.spatial_shape, shape, strict=True))  # type: ignore[return-value]
+        return output_factor(self.spatial_shape, shape)
 
     # ------------------------------------------------------------------ adding
     def add_batch(
@@ -397,11 +332,10 @@ class PatchAggregator:
             return self._outputs[name]
         channels = int(tensor.shape[1])
         factor = self._factor(name)
-        shape = tuple(s // f for s, f in zip(self.spatial_shape, factor, strict=True))
-        device = self.device or (tensor.device if self.on_disk is None else torch.device("cpu"))
-        disk = None
+        shape: Triplet = tuple(s // f for s, f in zip(self.spatial_shape, factor, strict=True))  # type: ignore[assignment]
+        accumulator: Accumulator
         if self.on_disk is not None:
-            disk = DiskAccumulator(
+            accumulator = zarr_slab_accumulator(
                 self._disk_path(name),
                 shape,
                 channels,
@@ -409,9 +343,19 @@ class PatchAggregator:
                 self.output_affine(factor),
                 max_patch_k=int(tensor.shape[-1]),
                 chunks=self.chunks,
-                argmax=self.argmax,
+                reduce="argmax" if self.argmax else None,
             )
-        output = _Output(name, shape, factor, channels, self.dtype, device, disk)  # type: ignore[arg-type]
+        else:
+            device = self.device or tensor.device
+            accumulator = MemoryAccumulator(
+                shape,
+                channels,
+                self.dtype,
+                device,
+                name=name,
+                vectorised_max_voxels=self._vectorised_max_voxels,
+            )
+        output = _Output(name, shape, factor, accumulator)
         self._outputs[name] = output
         return output
 
@@ -432,60 +376,20 @@ class PatchAggregator:
         """Where each patch goes: destination box in the output, source box in the patch."""
         patch_out = tuple(int(n) for n in tensor.shape[2:])
         factor = self._factor(name)
-        shape = tuple(s // f for s, f in zip(self.spatial_shape, factor, strict=True))
-        return [self._place(name, shape, factor, location, patch_out) for location in locations]
-
-    def _place(
-        self,
-        name: str,
-        shape: tuple[int, ...],
-        factor: TypeTriplet,
-        location: PatchLocation,
-        patch_out: tuple[int, ...],
-    ) -> Placement:
-        size, index, fin = location.size, location.index_ini, location.index_fin
-        expected = tuple(s // f for s, f in zip(size, factor, strict=True))
-        if any(s % f for s, f in zip(size, factor, strict=True)) or expected != patch_out:
-            hint = (
-                f"the output is downsampled by {describe(factor)}, so expected {describe(expected)}"
-                if any(f > 1 for f in factor)
-                else "pass output_shape= when the model's output is smaller than its input"
+        plan = []
+        for location in locations:
+            placement = place(
+                name=name,
+                spatial_shape=self.spatial_shape,
+                patch_overlap=self.patch_overlap,
+                factor=factor,
+                crop=self.overlap_mode == "crop",
+                location=location,
+                patch_out=patch_out,
             )
-            raise VoxelflowValueError(
-                f"PatchAggregator: output {name!r} patches are {describe(patch_out)} "
-                f"for input patches of {describe(size)} at {location.index}; {hint}"
-            )
-        padding = grid_padding(self.spatial_shape, size, self.patch_overlap)
-        for axis in range(3):
-            before, after = padding[axis]
-            n = self.spatial_shape[axis]
-            if index[axis] < -before or fin[axis] > n + after or fin[axis] <= 0 or index[axis] >= n:
-                raise VoxelflowValueError(
-                    f"PatchAggregator: location {index}..{fin} lies outside the volume "
-                    f"{describe(self.spatial_shape)} along axis {'IJK'[axis]}; only a padded "
-                    f"GridSampler may stick out, by at most {before} before and {after} after "
-                    "(its overlap); check spatial_shape and patch_overlap match the sampler"
-                )
-        if any(i % f for i, f in zip(index, factor, strict=True)):
-            raise VoxelflowValueError(
-                f"PatchAggregator: location {index} is not a multiple of the downsampling "
-                f"factor {describe(factor)}; use a patch size, overlap and padding that are"
-            )
-        dst, src = [], []
-        for axis in range(3):
-            f, n_out = factor[axis], shape[axis]
-            start, stop = index[axis] // f, fin[axis] // f
-            lo, hi = start, stop
-            if self.overlap_mode == "crop":
-                overlap = self.patch_overlap[axis]
-                if index[axis] > 0:
-                    lo += (overlap // 2) // f
-                if fin[axis] < self.spatial_shape[axis]:
-                    hi -= (overlap - overlap // 2) // f
-            lo, hi = max(lo, 0), min(hi, n_out)
-            dst.append(slice(lo, hi))
-            src.append(slice(lo - start, hi - start))
-        return tuple(dst), tuple(src)  # type: ignore[return-value]
+            assert placement is not None  # the whole output: every patch lands somewhere
+            plan.append(placement)
+        return plan
 
     def _window(self, size: tuple[int, int, int], device: torch.device) -> torch.Tensor | None:
         if self.overlap_mode in ("crop", "average"):
@@ -502,98 +406,17 @@ class PatchAggregator:
         return window
 
     def _add(self, output: _Output, tensor: torch.Tensor, plan: list[Placement]) -> None:
-        device = torch.device("cpu") if output.disk is not None else output.values.device  # type: ignore[union-attr]
+        accumulator = output.accumulator
+        if isinstance(accumulator, MemoryAccumulator):
+            device = accumulator.device
+            # "crop" trims nearly every patch, so its batches keep the per-patch path
+            crop = self.overlap_mode == "crop"
+            accumulator.vectorised_max_voxels = 0 if crop else self._vectorised_max_voxels
+        else:
+            device = torch.device("cpu")
         data = tensor.detach().to(device=device, dtype=self.dtype, non_blocking=True)
         window = self._window(tuple(int(n) for n in tensor.shape[2:]), device)  # type: ignore[arg-type]
-        everything = slice(None)
-        if output.disk is not None:
-            disk = output.disk
-            for patch, (dst, src) in zip(data, plan, strict=True):
-                disk.advance(dst[2].start)
-                values = patch[(everything, *src)]
-                if window is None:
-                    disk.add(dst, values, 1.0)
-                else:
-                    weight = window[src]
-                    disk.add(dst, values * weight.to(values.dtype), weight)
-            output.patches += len(plan)
-            return
-        values, weights = output.values, output.weights
-        assert values is not None and weights is not None
-        if self._whole_batch(plan, data):
-            self._add_whole_batch(values, weights, data, window, plan)
-            output.patches += len(plan)
-            return
-        for patch, (dst, src) in zip(data, plan, strict=True):
-            target = values[(everything, *dst)]
-            if window is None:
-                target.add_(patch[(everything, *src)])
-                weights[dst].add_(1.0)
-            else:
-                weight = window[src]
-                target.addcmul_(patch[(everything, *src)], weight.to(target.dtype))
-                weights[dst].add_(weight)
-        output.patches += len(plan)
-
-    def _whole_batch(self, plan: list[Placement], data: torch.Tensor) -> bool:
-        """Whether this batch takes the whole-batch ``index_add_`` path (see the module doc)."""
-        patch_out = data.shape[2:]
-        if self.overlap_mode == "crop" or len(plan) < 2:
-            return False
-        if patch_out.numel() > self._vectorised_max_voxels:
-            return False
-        if data.device.type != "cpu" and torch.are_deterministic_algorithms_enabled():
-            return False
-        return all(
-            d.stop - d.start == n for dst, _ in plan for d, n in zip(dst, patch_out, strict=True)
-        )
-
-    def _offsets(
-        self, patch_out: tuple[int, ...], shape: tuple[int, ...], device: torch.device
-    ) -> torch.Tensor:
-        """Flat offsets (int64) of a patch's voxels in a volume of ``shape``, from its corner."""
-        key = (patch_out, shape, device)
-        template = self._offset_templates.get(key)
-        if template is None:
-            _, j, k = shape
-            i_axis, j_axis, k_axis = (
-                torch.arange(n, dtype=torch.int64, device=device) for n in patch_out
-            )
-            template = (
-                i_axis.view(-1, 1, 1) * (j * k) + j_axis.view(1, -1, 1) * k + k_axis
-            ).reshape(-1)
-            self._offset_templates[key] = template
-        return template
-
-    def _add_whole_batch(
-        self,
-        values: torch.Tensor,
-        weights: torch.Tensor,
-        data: torch.Tensor,
-        window: torch.Tensor | None,
-        plan: list[Placement],
-    ) -> None:
-        """One ``index_add_`` of sums and one of weights for all the patches of a batch."""
-        batch, channels = int(data.shape[0]), int(data.shape[1])
-        patch_out = tuple(int(n) for n in data.shape[2:])
-        shape = tuple(int(n) for n in weights.shape)
-        _, j, k = shape
-        device = values.device
-        bases = torch.tensor(
-            [(dst[0].start * j + dst[1].start) * k + dst[2].start for dst, _ in plan],
-            dtype=torch.int64,
-        ).to(device, non_blocking=True)
-        index = (bases[:, None] + self._offsets(patch_out, shape, device)).reshape(-1)
-        if window is None:
-            contribution = data
-            weight = torch.ones((), dtype=weights.dtype, device=device).expand(index.numel())
-        else:
-            contribution = data * window.to(values.dtype)
-            weight = window.reshape(1, -1).expand(batch, -1).reshape(-1)
-        # (B, C, P) -> (C, B·P): a view for one channel, one copy otherwise
-        source = contribution.reshape(batch, channels, -1).transpose(0, 1).reshape(channels, -1)
-        values.view(channels, -1).index_add_(1, index, source)
-        weights.view(-1).index_add_(0, index, weight)
+        accumulator.add(data, window, plan)
 
     # ------------------------------------------------------------------ results
     @property
@@ -629,26 +452,23 @@ class PatchAggregator:
         Raises if a voxel was covered by no patch (a batch was not added).
         """
         output = self._resolve(key)
-        if output.disk is not None:
+        if output.on_disk is not None:
             raise VoxelflowValueError(
-                f"output {output.name!r} is accumulated on disk ({output.disk.path}); call "
+                f"output {output.name!r} is accumulated on disk ({output.on_disk.name}); call "
                 "finish() and get_image(), which reads it lazily"
             )
-        values, weights = output.values, output.weights
-        assert values is not None and weights is not None
-        empty = int((weights == 0).sum())
-        if empty:
-            raise VoxelflowValueError(
-                f"PatchAggregator: {empty} voxels of output {output.name!r} were covered by no "
-                f"patch ({output.patches} patches added); add every batch of the grid"
-            )
-        result = torch.div(values, weights).to(self.dtype)
+        assert isinstance(output.accumulator, MemoryAccumulator)
+        result = output.accumulator.finalize()
         return result if device is None else result.to(device)
 
-    def output_affine(self, factor: Sequence[int] = (1, 1, 1)) -> np.ndarray:
-        """The input's affine for an output downsampled by ``factor`` (each output voxel at
-        the centre of the block of input voxels it summarises)."""
-        affine = np.eye(4) if self.affine is None else self.affine
+    def output_affine(
+        self, factor: Sequence[int] = (1, 1, 1), affine: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The input's affine (or ``affine``) for an output downsampled by ``factor`` (each
+        output voxel at the centre of the block of input voxels it summarises)."""
+        if affine is None:
+            affine = np.eye(4) if self.affine is None else self.affine
+        affine = np.asarray(affine, dtype=np.float64)
         scale = np.eye(4)
         scale[:3, :3] = np.diag(np.asarray(factor, dtype=np.float64))
         scale[:3, 3] = (np.asarray(factor, dtype=np.float64) - 1) / 2
@@ -666,17 +486,15 @@ class PatchAggregator:
         :class:`~voxelflow.LabelMap` of the most likely channel. An on-disk output is
         finished and read lazily."""
         output = self._resolve(key)
-        if affine is not None:
-            self.affine = np.asarray(affine, dtype=np.float64)
-        image_affine = self.output_affine(output.factor)
-        if output.disk is not None:
+        image_affine = self.output_affine(output.factor, affine)
+        if output.on_disk is not None:
             if argmax and not self.argmax:
                 raise VoxelflowValueError(
                     "this on-disk output holds channels; pass argmax=True to the aggregator "
                     "to write labels"
                 )
             self.finish(output.name)
-            return _open_disk_output(output.disk.path, image_affine, label=self.argmax)
+            return _open_disk_output(output.on_disk.name, image_affine, label=self.argmax)
         data = self.get_output(output.name)
         if argmax:
             labels = data.argmax(0, keepdim=True).to(label_dtype(output.channels))
@@ -699,15 +517,15 @@ class PatchAggregator:
         """Write what remains of on-disk outputs (all, or ``key``) and move them into place."""
         names = list(self._outputs) if key is None else [self._resolve(key).name]
         for name in names:
-            disk = self._outputs[name].disk
+            disk = self._outputs[name].on_disk
             if disk is not None:
-                disk.finish()
+                disk.finalize()
 
     def abort(self) -> None:
         """Drop partial on-disk outputs."""
         for output in self._outputs.values():
-            if output.disk is not None:
-                output.disk.abort()
+            if output.on_disk is not None:
+                output.on_disk.abort()
 
     def __enter__(self) -> PatchAggregator:
         return self
@@ -721,14 +539,7 @@ class PatchAggregator:
     @property
     def memory_bound(self) -> int:
         """Bytes held by the accumulators: sums and weights in memory, or the open slabs on disk."""
-        total = 0
-        for output in self._outputs.values():
-            if output.disk is not None:
-                total += output.disk.memory_bound
-            else:
-                assert output.values is not None and output.weights is not None
-                total += output.values.nbytes + output.weights.nbytes
-        return total
+        return sum(output.accumulator.memory_bound for output in self._outputs.values())
 
     def __repr__(self) -> str:
         return (

@@ -6,7 +6,7 @@ so every voxel is covered and every patch lies inside the volume. With
 ``padding_mode`` the grid covers the volume padded by ``patch_overlap // 2``
 before and the rest of the overlap after each axis (more when the volume is
 smaller than a patch); the padding is never materialised: patches that stick
-out are padded on the fly when they are read (:func:`~voxelflow.patches.sampler.read_patch`).
+out are padded on the fly when they are read (:func:`~voxelflow.patches.reading.read_patch`).
 
 Patches come in grid order with ``k`` the slowest index, so the ``k`` of the
 patches never decreases: :class:`~voxelflow.PatchAggregator` relies on it to
@@ -21,23 +21,16 @@ import torch
 from torch.utils.data import Dataset
 
 from voxelflow._errors import VoxelflowIndexError, VoxelflowTypeError, VoxelflowValueError
+from voxelflow._geometry import Triplet, describe, to_triplet
+from voxelflow.patches.base import PatchSampler, check_patch_fits
 from voxelflow.patches.location import PatchLocation
-from voxelflow.patches.sampler import (
-    PatchSampler,
-    TypeTriplet,
-    check_patch_fits,
-    describe,
-    subject_name,
-    to_triplet,
-)
+from voxelflow.patches.reading import subject_name
 from voxelflow.subject import Subject
 
 Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 
-def parse_patch_overlap(
-    patch_overlap: int | Sequence[int], patch_size: Sequence[int]
-) -> TypeTriplet:
+def parse_patch_overlap(patch_overlap: int | Sequence[int], patch_size: Sequence[int]) -> Triplet:
     """Validate an overlap: non-negative and smaller than the patch along every axis."""
     overlap = to_triplet(patch_overlap, "patch_overlap")
     if any(o < 0 for o in overlap):
@@ -146,7 +139,7 @@ class GridSampler(PatchSampler, Dataset):  # type: ignore[type-arg]
         self.patch_overlap = parse_patch_overlap(patch_overlap, self.patch_size)
         self.subject = subject
         self.locations: list[PatchLocation] = []
-        self.spatial_shape: TypeTriplet | None = None
+        self.spatial_shape: Triplet | None = None
         self.padding: Padding = ((0, 0), (0, 0), (0, 0))
         if subject is not None:
             if not isinstance(subject, Subject):

@@ -47,8 +47,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from voxelflow._errors import VoxelflowRuntimeError, VoxelflowTypeError, VoxelflowValueError
 from voxelflow._format import pretty_bytes
 from voxelflow._random import derive_seed, fresh_seed, make_generator
-from voxelflow.patches.sampler import PatchSampler
-from voxelflow.patches.samplers import cheap_region_reads, private_copy
+from voxelflow.patches.base import PatchSampler
+from voxelflow.patches.reading import private_copy, reads_whole
 from voxelflow.subject import Subject
 from voxelflow.transforms.transform import Transform
 
@@ -88,7 +88,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
 
     Args:
         subjects: a sequence (or map-style dataset) of :class:`~voxelflow.Subject`.
-        patch_sampler: any :class:`~voxelflow.patches.sampler.PatchSampler`
+        patch_sampler: any :class:`~voxelflow.patches.base.PatchSampler`
             (``UniformSampler``, ``WeightedSampler``, ``LabelSampler``,
             ``GridSampler``...).
         max_length: most patches held at once (buffer plus work in progress).
@@ -270,7 +270,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
                 f"Queue: subjects[{index}] is a {type(subject).__name__}, not a voxelflow Subject"
             )
         generator = make_generator(seed)
-        working = private_copy(subject, lambda image: not cheap_region_reads(image))
+        working = private_copy(subject, reads_whole)
         if self.whole_transform is not None:
             working = _apply(self.whole_transform, working, generator)
         locations = self.patch_sampler.sample_locations(working, self.patches_per_volume, generator)

@@ -1,17 +1,21 @@
-"""Blending windows for :class:`~voxelflow.PatchAggregator`, built separably and cached.
+"""Blend weights for :class:`~voxelflow.PatchAggregator`: separable windows, exact ratios.
 
-A 3-D window is the outer product of three 1-D windows. Every window is
-strictly positive (floored at :data:`WINDOW_FLOOR` of its peak), so a voxel
-covered by one patch only, at the border of a volume, still gets a positive
-total weight and its value comes back unchanged; the aggregator divides by
-the summed weights, so any positive window blends a constant into the same
-constant.
+A 3-D window is the outer product of three 1-D windows, each strictly
+positive and never floored, so the relative weight of two patches at a voxel
+is exactly the product of their 1-D windows' ratios, at the faces of a patch
+too: where every patch covering a voxel has it near its own border (the
+volume's border, the corners of overlaps) the patch that sees the voxel most
+centrally still dominates. The aggregator divides by the summed weights, so
+any positive window blends a constant into the same constant; the smallest
+3-D weights (about 4e-11 of the peak for the Gaussian, ``exp(-8)`` cubed) are
+far inside float32's and float64's range, and the aggregator keeps the
+weights in float64.
 
 The 1-D windows are sampled at voxel centres, ``x = 0.5, 1.5, ..., n - 0.5``:
 
-* ``hann``: ``sin²(π x / n)``, symmetric, largest at the centre, not zero at
-  the first and last voxel (``torch.hann_window`` is, which is what makes a
-  border voxel's weight vanish);
+* ``hann``: ``sin²(π x / n)``, symmetric, largest at the centre, positive at
+  the first and last voxel (``torch.hann_window`` is zero there, which makes
+  a border voxel's weight vanish);
 * ``gaussian``: ``exp(-(x - n/2)² / (2σ²))`` with ``σ = n/8``, MONAI's default
   importance map;
 * ``average``: ones.
@@ -30,27 +34,32 @@ from voxelflow._errors import VoxelflowTypeError, VoxelflowValueError, check_cho
 
 WindowName = Literal["average", "hann", "gaussian"]
 WINDOW_NAMES: tuple[str, ...] = ("average", "hann", "gaussian")
-WINDOW_FLOOR = 1e-3  # smallest weight relative to the peak: positive, and above float16's range
+WINDOW_FLOOR = 1e-3  # smallest weight relative to the peak
 GAUSSIAN_SIGMA_SCALE = 0.125  # σ = n / 8 (MONAI's sigma_scale)
 
 UserWindow = torch.Tensor | Callable[[tuple[int, int, int]], torch.Tensor]
 
 
 def window_1d(name: str, size: int) -> torch.Tensor:
-    """A 1-D window of ``size`` samples in float64, peak 1, floored at :data:`WINDOW_FLOOR`."""
+    """A 1-D window of ``size`` samples in float64, peak 1, strictly positive (a new tensor).
+
+    Example:
+        >>> from voxelflow.patches.blending import window_1d
+        >>> [round(v, 3) for v in window_1d("hann", 4).tolist()]
+        [0.146, 0.854, 0.854, 0.146]
+    """
     check_choice("window", name, WINDOW_NAMES)
     if size <= 0:
         raise VoxelflowValueError(f"window size must be positive, got {size}")
     x = torch.arange(size, dtype=torch.float64) + 0.5
     if name == "average":
-        values = torch.ones(size, dtype=torch.float64)
+        return torch.ones(size, dtype=torch.float64)
     elif name == "hann":
         values = torch.sin(math.pi * x / size) ** 2
     else:
         sigma = GAUSSIAN_SIGMA_SCALE * size
         values = torch.exp(-((x - size / 2) ** 2) / (2 * sigma**2))
-    values = values / values.max()
-    return values.clamp_min(WINDOW_FLOOR)
+    return (values / values.max()).clamp_min(WINDOW_FLOOR)
 
 
 @functools.lru_cache(maxsize=32)
@@ -67,17 +76,21 @@ def window_3d(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """The separable 3-D window of ``size`` (cached per name and size).
+    """The separable 3-D window of ``size``: a new tensor the caller owns.
+
+    Built once per name and size (in float64, cached), then copied to
+    ``dtype`` and ``device``, so changing the result in place never changes a
+    later window.
 
     Example:
-        >>> from voxelflow.patches.windows import window_3d
+        >>> from voxelflow.patches.blending import window_3d
         >>> w = window_3d("hann", (8, 8, 4))
-        >>> tuple(w.shape), bool(w.min() > 0), float(w.max())
+        >>> tuple(w.shape), bool(w.min() > 0), round(float(w.max()), 3)
         ((8, 8, 4), True, 1.0)
     """
     size3 = tuple(int(n) for n in size)
     window = _window_3d_cpu(name, size3)  # type: ignore[arg-type]
-    return window.to(device=device, dtype=dtype)
+    return window.to(device=device, dtype=dtype, copy=True)
 
 
 def user_window(
@@ -105,4 +118,4 @@ def user_window(
             "voxels that only one patch covers (at the volume's border) without a value; "
             "add a small floor, e.g. window.clamp_min(1e-3)"
         )
-    return value.to(device=device, dtype=dtype)
+    return value.to(device=device, dtype=dtype, copy=True)
