@@ -46,7 +46,7 @@ def window_1d(name: str, size: int) -> torch.Tensor:
     Example:
         >>> from voxelflow.patches.blending import window_1d
         >>> [round(v, 3) for v in window_1d("hann", 4).tolist()]
-        [0.146, 0.854, 0.854, 0.146]
+        [0.172, 1.0, 1.0, 0.172]
     """
     check_choice("window", name, WINDOW_NAMES)
     if size <= 0:
