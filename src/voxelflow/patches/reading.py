@@ -119,7 +119,7 @@ def read_patch(
         >>> from voxelflow.patches.reading import read_patch
         >>> image = tio.ScalarImage(torch.arange(8.0).reshape(1, 2, 2, 2))
         >>> patch = read_patch(image, tio.PatchLocation((1, 0, 0), (2, 2, 2)), "edge")
-        >>> patch.data[0, :, 0, 0].tolist(), patch.affine[0, 3]
+        >>> patch.data[0, :, 0, 0].tolist(), float(patch.affine[0, 3])
         ([4.0, 4.0], 1.0)
     """
     out = torch.empty((image.num_channels, *location.size), dtype=image.dtype)

@@ -151,8 +151,9 @@ class SlabAccumulator:
         ...                       reduce="argmax")
         >>> scores = torch.zeros(2, 3, 4, 4, 4)
         >>> scores[0, 1], scores[1, 2] = 1.0, 1.0  # class 1 in k < 4, class 2 after
-        >>> boxes = [((slice(0, 4), slice(0, 4), slice(k, k + 4)),) * 2 for k in (0, 4)]
-        >>> acc.add(scores, None, boxes)
+        >>> whole = (slice(0, 4), slice(0, 4), slice(0, 4))
+        >>> plan = [((slice(0, 4), slice(0, 4), slice(k, k + 4)), whole) for k in (0, 4)]
+        >>> acc.add(scores, None, plan)
         >>> acc.finalize()
         >>> sink.result[0, 0, 0].tolist()
         [1, 1, 1, 1, 2, 2, 2, 2]
