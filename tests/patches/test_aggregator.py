@@ -497,3 +497,17 @@ def test_get_image_affine_does_not_change_the_aggregator():
     assert np.array_equal(aggregator.get_image(affine=other).affine, other)
     assert np.array_equal(aggregator.affine, original)
     assert np.array_equal(aggregator.get_image().affine, original)
+
+
+def test_adding_after_get_output_is_refused_until_reset():
+    box = tio.PatchLocation((0, 0, 0), (4, 4, 4))
+    aggregator = tio.PatchAggregator((4, 4, 4), "hann")
+    aggregator.add_batch(torch.full((1, 1, 4, 4, 4), 2.0), [box])
+    first = aggregator.get_output()
+    torch.testing.assert_close(first, torch.full((1, 4, 4, 4), 2.0))
+    with pytest.raises(RuntimeError, match="count patches twice"):
+        aggregator.add_batch(torch.full((1, 1, 4, 4, 4), 5.0), [box])
+    assert aggregator.get_output() is first  # unchanged, blended once
+    aggregator.reset()
+    aggregator.add_batch(torch.full((1, 1, 4, 4, 4), 5.0), [box])
+    torch.testing.assert_close(aggregator.get_output(), torch.full((1, 4, 4, 4), 5.0))

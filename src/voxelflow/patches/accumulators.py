@@ -24,6 +24,13 @@ grid has not passed yet and hands finished slabs to a sink (memory or a
 
 Both paths give the same sums: bit for bit where window × output is exact,
 otherwise to a few ulps (``addcmul_`` rounds a fused multiply-add once).
+
+**Low precision.** With float16 or bfloat16 outputs and a blending window, a
+sum of ``value × weight`` would underflow where the weights are small (float16
+stops at 6e-8; window corners reach 4e-11), so those outputs are kept as a
+running weighted mean instead, ``m ← m + w / (W + w) · (x − m)`` with the
+summed weights ``W`` in float32, computed per patch in float32: the same
+blend, with nothing that can underflow.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Protocol
 
 import torch
 
-from voxelflow._errors import VoxelflowValueError
+from voxelflow._errors import VoxelflowRuntimeError, VoxelflowValueError
 from voxelflow.patches.placement import Placement
 
 VECTORISED_MAX_VOXELS = 1024
@@ -44,6 +51,11 @@ class Accumulator(Protocol):
 
     channels: int
     patches: int
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        """The output's name, or its path on disk (for messages)."""
 
     def add(self, data: torch.Tensor, window: torch.Tensor | None, plan: list[Placement]) -> None:
         """Add ``data`` ``(B, C, ...)``; patch ``b`` goes where ``plan[b]`` says, times ``window``."""
@@ -56,9 +68,24 @@ class Accumulator(Protocol):
         """Drop everything (and any partial output)."""
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def weight_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the summed weights for sums of ``dtype``."""
+    """The dtype of the summed weights (and of windows) for outputs of ``dtype``."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def add_running_mean(
+    mean: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, weight: torch.Tensor
+) -> None:
+    """``mean ← mean + weight / (weights + weight) · (values − mean)`` and ``weights += weight``,
+    in place (``mean`` of any dtype, computed in float32)."""
+    weights.add_(weight)
+    ratio = (weight / weights).to(torch.float32)
+    current = mean.to(torch.float32)
+    current.addcmul_(values.to(torch.float32) - current, ratio)
+    mean.copy_(current)
 
 
 class MemoryAccumulator:
@@ -96,18 +123,35 @@ class MemoryAccumulator:
             self.values = torch.zeros((channels, *self.shape), dtype=dtype, device=device)
             self.weights = torch.zeros(self.shape, dtype=weight_dtype(dtype), device=device)
         self.patches = 0
+        self.result: torch.Tensor | None = None
+        self._running_mean = False  # the values are means already (low precision, windowed)
         self._offset_templates: dict[tuple[object, ...], torch.Tensor] = {}
 
     @property
     def memory_bound(self) -> int:
-        return self.values.nbytes + self.weights.nbytes
+        """Bytes of the sums and the weights (the most this accumulator holds)."""
+        voxels = self.values[0].numel() if self.values.numel() else 0
+        itemsize = torch.empty((), dtype=weight_dtype(self.dtype)).element_size()
+        return self.values.nbytes + voxels * itemsize
 
     def add(self, data: torch.Tensor, window: torch.Tensor | None, plan: list[Placement]) -> None:
+        if self.result is not None:
+            raise VoxelflowRuntimeError(
+                f"PatchAggregator: output {self.name!r} was already blended (get_output) "
+                f"from {self.patches} patches; adding more would count patches twice. Call "
+                "reset() to start a new volume, or add every batch before get_output"
+            )
         values, weights = self.values, self.weights
-        if self._whole_batch(plan, data):
+        everything = slice(None)
+        if window is not None and self.dtype in LOW_PRECISION:
+            self._running_mean = True
+            for patch, (dst, src) in zip(data, plan, strict=True):
+                add_running_mean(
+                    values[(everything, *dst)], weights[dst], patch[(everything, *src)], window[src]
+                )
+        elif self._whole_batch(plan, data):
             self._add_whole_batch(data, window, plan)
         else:
-            everything = slice(None)
             for patch, (dst, src) in zip(data, plan, strict=True):
                 target = values[(everything, *dst)]
                 if window is None:
@@ -169,14 +213,31 @@ class MemoryAccumulator:
         weights.view(-1).index_add_(0, index, weight)
 
     def finalize(self) -> torch.Tensor:
-        """The blended ``(C, I, J, K)`` output (raises if a voxel was covered by no patch)."""
-        empty = int((self.weights == 0).sum())
+        """The blended ``(C, I, J, K)`` output (raises if a voxel was covered by no patch).
+
+        The sums are divided by the weights in place, slab by slab (no temporary
+        the size of the output), and the weights are dropped; later calls return
+        the same tensor, and :meth:`add` refuses more patches.
+        """
+        if self.result is not None:
+            return self.result
+        weights = self.weights
+        empty = int((weights == 0).sum())
         if empty:
             raise VoxelflowValueError(
                 f"PatchAggregator: {empty} voxels of output {self.name!r} were covered by no "
                 f"patch ({self.patches} patches added); add every batch of the grid"
             )
-        return torch.div(self.values, self.weights).to(self.dtype)
+        values = self.values
+        if not self._running_mean:
+            step = max(1, (1 << 22) // max(1, weights[0].numel()))  # ~4 M voxels at a time
+            for start in range(0, weights.shape[0], step):
+                part = slice(start, start + step)
+                values[:, part].div_(weights[part].to(values.dtype))
+        self.result = values
+        self.weights = torch.empty(0, device=self.device)
+        return values
 
     def abort(self) -> None:
         self.values = self.weights = torch.empty(0)
+        self.result = None

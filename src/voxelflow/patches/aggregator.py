@@ -46,7 +46,7 @@ from voxelflow._errors import (
 from voxelflow._geometry import Triplet, to_triplet
 from voxelflow.batch import SubjectsBatch
 from voxelflow.image import Image, LabelMap, ScalarImage
-from voxelflow.patches._zarr_store import ZarrVolume, label_dtype
+from voxelflow.patches._zarr_store import label_dtype
 from voxelflow.patches.accumulators import VECTORISED_MAX_VOXELS, Accumulator, MemoryAccumulator
 from voxelflow.patches.blending import UserWindow, user_window, window_3d
 from voxelflow.patches.location import PatchLocation
@@ -56,7 +56,15 @@ from voxelflow.patches.placement import (
     parse_output_shapes,
     place,
 )
-from voxelflow.patches.slabs import SlabAccumulator, zarr_slab_accumulator
+from voxelflow.patches.slabs import (
+    MemorySink,
+    Reduce,
+    SlabAccumulator,
+    ZarrSink,
+    memory_slab_accumulator,
+    parse_reduce,
+    zarr_slab_accumulator,
+)
 
 OverlapMode = Literal["crop", "average", "hann", "gaussian"]
 OVERLAP_MODES: tuple[str, ...] = ("crop", "average", "hann", "gaussian")
@@ -87,9 +95,15 @@ class _Output:
         return self.accumulator.patches
 
     @property
-    def on_disk(self) -> SlabAccumulator | None:
+    def streamed(self) -> SlabAccumulator | None:
+        """The slab accumulator of a streamed (on-disk or reduced) output."""
         accumulator = self.accumulator
         return accumulator if isinstance(accumulator, SlabAccumulator) else None
+
+    @property
+    def on_disk(self) -> SlabAccumulator | None:
+        streamed = self.streamed
+        return streamed if streamed is not None and isinstance(streamed.sink, ZarrSink) else None
 
 
 class PatchAggregator:
@@ -121,7 +135,15 @@ class PatchAggregator:
             slabs of chunks (see :attr:`memory_bound`); patches must come in
             grid order.
         chunks: chunk size (an int or three ints) of the on-disk output.
-        argmax: on disk only, write the argmax over channels (a label map).
+        reduce: ``"argmax"`` (a label map of the most likely channel) or
+            ``"max"`` (the largest channel value), computed while the grid
+            passes: slabs of the output are blended and reduced as soon as no
+            later patch can touch them, so only the slabs in flight hold every
+            channel (about one patch deep across the ``I × J`` plane), in
+            memory or on disk. Patches must come in grid order. The way to
+            segment with many classes: the full ``C``-channel output is never
+            held.
+        argmax: on disk only, the same as ``reduce="argmax"``.
 
     Example:
         >>> import torch, voxelflow as tio
@@ -149,6 +171,7 @@ class PatchAggregator:
         on_disk: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
         chunks: int | Sequence[int] = DEFAULT_CHUNK,
         argmax: bool = False,
+        reduce: Reduce | None = None,
     ) -> None:
         self.spatial_shape = to_triplet(spatial_shape, "spatial_shape")
         if any(n <= 0 for n in self.spatial_shape):
@@ -193,9 +216,17 @@ class PatchAggregator:
                     )
         if argmax and on_disk is None:
             raise VoxelflowValueError(
-                "argmax= applies to on-disk outputs; in memory use get_image(key, argmax=True)"
+                "argmax= applies to on-disk outputs; in memory use reduce='argmax' (streamed, "
+                "in bounded memory) or get_image(key, argmax=True)"
             )
-        self.argmax = argmax
+        self.reduce = parse_reduce(reduce)
+        if argmax:
+            if self.reduce not in (None, "argmax"):
+                raise VoxelflowValueError(
+                    f"argmax=True and reduce={reduce!r} disagree; pass one of them"
+                )
+            self.reduce = "argmax"
+        self.argmax = self.reduce == "argmax"
         self.chunks = to_triplet(chunks, "chunks")
         self._outputs: dict[str, _Output] = {}
         self._windows: dict[tuple[int, int, int], torch.Tensor] = {}
@@ -343,7 +374,17 @@ class PatchAggregator:
                 self.output_affine(factor),
                 max_patch_k=int(tensor.shape[-1]),
                 chunks=self.chunks,
-                reduce="argmax" if self.argmax else None,
+                reduce=self.reduce,
+            )
+        elif self.reduce is not None:
+            accumulator = memory_slab_accumulator(
+                shape,
+                channels,
+                self.dtype,
+                max_patch_k=int(tensor.shape[-1]),
+                reduce=self.reduce,
+                name=name,
+                device=self.device or tensor.device,
             )
         else:
             device = self.device or tensor.device
@@ -413,7 +454,7 @@ class PatchAggregator:
             crop = self.overlap_mode == "crop"
             accumulator.vectorised_max_voxels = 0 if crop else self._vectorised_max_voxels
         else:
-            device = torch.device("cpu")
+            device = accumulator.device
         data = tensor.detach().to(device=device, dtype=self.dtype, non_blocking=True)
         window = self._window(tuple(int(n) for n in tensor.shape[2:]), device)  # type: ignore[arg-type]
         accumulator.add(data, window, plan)
@@ -447,19 +488,31 @@ class PatchAggregator:
     def get_output(
         self, key: str | None = None, *, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """The blended ``(C, I, J, K)`` output (on ``device``, default where it accumulated).
+        """The blended ``(C, I, J, K)`` output (on ``device``, default where it accumulated);
+        with ``reduce``, the ``(1, I, J, K)`` reduction.
 
-        Raises if a voxel was covered by no patch (a batch was not added).
+        Raises if a voxel was covered by no patch (a batch was not added). The
+        output is blended once: later calls return the same tensor, and
+        :meth:`add_batch` refuses more patches until :meth:`reset`.
         """
         output = self._resolve(key)
-        if output.on_disk is not None:
+        accumulator = output.accumulator
+        if isinstance(accumulator, MemoryAccumulator):
+            result = accumulator.finalize()
+        elif isinstance(accumulator, SlabAccumulator) and isinstance(accumulator.sink, MemorySink):
+            accumulator.finalize()
+            result = accumulator.sink.result
+        else:
             raise VoxelflowValueError(
-                f"output {output.name!r} is accumulated on disk ({output.on_disk.name}); call "
-                "finish() and get_image(), which reads it lazily"
+                f"output {output.name!r} is accumulated on disk ({accumulator.name}); call "
+                " finish() and get_image(), which reads it lazily"
             )
-        assert isinstance(output.accumulator, MemoryAccumulator)
-        result = output.accumulator.finalize()
         return result if device is None else result.to(device)
+
+    def reset(self) -> None:
+        """Forget every output (dropping partial on-disk ones) to aggregate a new volume."""
+        self.abort()
+        self._outputs.clear()
 
     def output_affine(
         self, factor: Sequence[int] = (1, 1, 1), affine: np.ndarray | None = None
@@ -487,6 +540,11 @@ class PatchAggregator:
         finished and read lazily."""
         output = self._resolve(key)
         image_affine = self.output_affine(output.factor, affine)
+        if argmax and self.reduce is not None and not self.argmax:
+            raise VoxelflowValueError(
+                f"this output holds the {self.reduce!r} reduction, not channels; pass "
+                "reduce='argmax' to the aggregator for labels"
+            )
         if output.on_disk is not None:
             if argmax and not self.argmax:
                 raise VoxelflowValueError(
@@ -494,8 +552,11 @@ class PatchAggregator:
                     "to write labels"
                 )
             self.finish(output.name)
-            return _open_disk_output(output.on_disk.name, image_affine, label=self.argmax)
+            image_class = LabelMap if self.argmax else ScalarImage
+            return image_class(output.on_disk.name)
         data = self.get_output(output.name)
+        if self.argmax:
+            return LabelMap(data.cpu(), affine=image_affine)
         if argmax:
             labels = data.argmax(0, keepdim=True).to(label_dtype(output.channels))
             return LabelMap(labels.cpu(), affine=image_affine)
@@ -517,15 +578,14 @@ class PatchAggregator:
         """Write what remains of on-disk outputs (all, or ``key``) and move them into place."""
         names = list(self._outputs) if key is None else [self._resolve(key).name]
         for name in names:
-            disk = self._outputs[name].on_disk
-            if disk is not None:
-                disk.finalize()
+            streamed = self._outputs[name].streamed
+            if streamed is not None:
+                streamed.finalize()
 
     def abort(self) -> None:
-        """Drop partial on-disk outputs."""
+        """Drop partial on-disk outputs (nothing is left at their paths)."""
         for output in self._outputs.values():
-            if output.on_disk is not None:
-                output.on_disk.abort()
+            output.accumulator.abort()
 
     def __enter__(self) -> PatchAggregator:
         return self
@@ -546,24 +606,6 @@ class PatchAggregator:
             f"PatchAggregator(spatial_shape={self.spatial_shape}, overlap_mode={self.overlap_mode!r}, "
             f"patch_overlap={self.patch_overlap}, outputs={self.keys})"
         )
-
-
-def _open_disk_output(path: str, affine: np.ndarray, *, label: bool) -> Image:
-    """A lazy image over a finished on-disk output: through a registered NIfTI-Zarr backend
-    when there is one, else straight from its zarr array."""
-    from voxelflow.backends import backends
-
-    image_class = LabelMap if label else ScalarImage
-    for registration in backends():
-        if registration.name != "simpleitk" and registration.matcher(path):
-            return image_class(path)
-
-    def reader(source: str) -> tuple[ZarrVolume, np.ndarray]:
-        import zarr
-
-        return ZarrVolume(zarr.open_group(source, mode="r")["0"]), affine
-
-    return image_class(path, reader=reader)
 
 
 __all__ = ["OVERLAP_MODES", "VECTORISED_MAX_VOXELS", "OverlapMode", "PatchAggregator"]

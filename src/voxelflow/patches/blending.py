@@ -7,9 +7,13 @@ too: where every patch covering a voxel has it near its own border (the
 volume's border, the corners of overlaps) the patch that sees the voxel most
 centrally still dominates. The aggregator divides by the summed weights, so
 any positive window blends a constant into the same constant; the smallest
-3-D weights (about 4e-11 of the peak for the Gaussian, ``exp(-8)`` cubed) are
-far inside float32's and float64's range, and the aggregator keeps the
-weights in float64.
+3-D weights (about 4e-11 of the peak for the Gaussian, ``exp(-8)`` cubed; 1e-15
+for a Hann window of 512) are far inside float32's range, where the
+aggregator sums the weights (float64 with float64 outputs); user windows are
+held to the same bound (:data:`MIN_RELATIVE_WEIGHT`). Sums of ``value ×
+weight`` in float16 would underflow at such weights, so float16 and bfloat16
+outputs are accumulated as running weighted means instead
+(:mod:`voxelflow.patches.accumulators`).
 
 The 1-D windows are sampled at voxel centres, ``x = 0.5, 1.5, ..., n - 0.5``:
 
@@ -34,8 +38,10 @@ from voxelflow._errors import VoxelflowTypeError, VoxelflowValueError, check_cho
 
 WindowName = Literal["average", "hann", "gaussian"]
 WINDOW_NAMES: tuple[str, ...] = ("average", "hann", "gaussian")
-WINDOW_FLOOR = 1e-3  # smallest weight relative to the peak
 GAUSSIAN_SIGMA_SCALE = 0.125  # σ = n / 8 (MONAI's sigma_scale)
+MIN_RELATIVE_WEIGHT = 1e-30
+"""Smallest weight a window may give relative to its largest: sums of such weights stay
+normal float32 numbers (above 1e-38), so they keep their ratios exactly."""
 
 UserWindow = torch.Tensor | Callable[[tuple[int, int, int]], torch.Tensor]
 
@@ -54,19 +60,18 @@ def window_1d(name: str, size: int) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) + 0.5
     if name == "average":
         return torch.ones(size, dtype=torch.float64)
-    elif name == "hann":
+    if name == "hann":
         values = torch.sin(math.pi * x / size) ** 2
     else:
         sigma = GAUSSIAN_SIGMA_SCALE * size
         values = torch.exp(-((x - size / 2) ** 2) / (2 * sigma**2))
-    return (values / values.max()).clamp_min(WINDOW_FLOOR)
+    return values / values.max()
 
 
 @functools.lru_cache(maxsize=32)
 def _window_3d_cpu(name: str, size: tuple[int, int, int]) -> torch.Tensor:
     wi, wj, wk = (window_1d(name, n) for n in size)
-    window = wi[:, None, None] * wj[None, :, None] * wk[None, None, :]
-    return window.clamp_min(WINDOW_FLOOR).to(torch.float32)
+    return wi[:, None, None] * wj[None, :, None] * wk[None, None, :]
 
 
 def window_3d(
@@ -117,5 +122,12 @@ def user_window(
             "window must be finite and strictly positive everywhere: a zero weight leaves "
             "voxels that only one patch covers (at the volume's border) without a value; "
             "add a small floor, e.g. window.clamp_min(1e-3)"
+        )
+    if float(value.min()) < MIN_RELATIVE_WEIGHT * float(value.max()):
+        raise VoxelflowValueError(
+            f"window's smallest weight is {float(value.min()):.3g} of its largest "
+            f"{float(value.max()):.3g}: below {MIN_RELATIVE_WEIGHT:g} of it the summed weights "
+            "lose their ratios; raise the smallest weights, e.g. "
+            "window.clamp_min(1e-6 * window.max())"
         )
     return value.to(device=device, dtype=dtype, copy=True)

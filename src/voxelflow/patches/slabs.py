@@ -70,11 +70,17 @@ class MemorySink:
     """Finished slabs copied into one ``(C, I, J, K)`` tensor (:attr:`result`)."""
 
     def __init__(
-        self, shape: Sequence[int], channels: int, dtype: torch.dtype, *, name: str = "output"
+        self,
+        shape: Sequence[int],
+        channels: int,
+        dtype: torch.dtype,
+        *,
+        name: str = "output",
+        device: torch.device | str | None = None,
     ) -> None:
         self.name = name
         with torch.inference_mode(False):
-            self.result = torch.empty((channels, *shape), dtype=dtype)
+            self.result = torch.empty((channels, *shape), dtype=dtype, device=device)
 
     def write(self, k0: int, k1: int, slab: torch.Tensor) -> None:
         self.result[..., k0:k1] = slab
@@ -114,6 +120,7 @@ class ZarrSink:
 
     def write(self, k0: int, k1: int, slab: torch.Tensor) -> None:
         # (C, I, J, k) -> (C, k, J, I): the zarr order
+        slab = slab.cpu()
         if self.channels == 1:
             self._array[k0:k1] = np.ascontiguousarray(slab[0].numpy().transpose())
         else:
@@ -142,6 +149,7 @@ class SlabAccumulator:
         slab: thickness of a slab along ``k`` (a chunk of the on-disk output).
         max_patch_k: the largest extent of a patch along ``k`` (output voxels).
         reduce: ``None``, ``"argmax"`` or ``"max"`` over channels.
+        device: where the slabs are (the sink's device for a memory sink).
 
     Example:
         >>> import torch
@@ -169,12 +177,16 @@ class SlabAccumulator:
         slab: int,
         max_patch_k: int,
         reduce: str | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         self.shape = tuple(int(n) for n in shape)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         self.channels = int(channels)
         self.dtype = dtype
         self.sink = sink
         self.reduce = parse_reduce(reduce)
+        # slabs are small: sum in float32 even for float16 outputs (no underflow)
+        self.sum_dtype = weight_dtype(dtype)
         self.slab = max(1, min(int(slab), self.shape[2]))
         self.max_patch_k = int(max_patch_k)
         self.num_slabs = math.ceil(self.shape[2] / self.slab)
@@ -193,7 +205,7 @@ class SlabAccumulator:
     def slab_bytes(self) -> int:
         """Bytes of one open slab: sums (``C`` channels) and weights (one channel)."""
         i, j, _ = self.shape
-        value_size = torch.empty((), dtype=self.dtype).element_size()
+        value_size = torch.empty((), dtype=self.sum_dtype).element_size()
         weight_size = torch.empty((), dtype=weight_dtype(self.dtype)).element_size()
         return i * j * self.slab * (self.channels * value_size + weight_size)
 
@@ -220,7 +232,7 @@ class SlabAccumulator:
         everything = slice(None)
         for patch, (dst, src) in zip(data, plan, strict=True):
             self.advance(dst[2].start)
-            values = patch[(everything, *src)]
+            values = patch[(everything, *src)].to(self.sum_dtype)
             if window is None:
                 self._add_box(dst, values, 1.0)
             else:
@@ -268,8 +280,10 @@ class SlabAccumulator:
             depth = min(self.slab, k - s * self.slab)
             with torch.inference_mode(False):  # normal tensors: updatable in and out of it
                 self._slabs[s] = (
-                    torch.zeros((self.channels, i, j, depth), dtype=self.dtype),
-                    torch.zeros((i, j, depth), dtype=weight_dtype(self.dtype)),
+                    torch.zeros(
+                        (self.channels, i, j, depth), dtype=self.sum_dtype, device=self.device
+                    ),
+                    torch.zeros((i, j, depth), dtype=weight_dtype(self.dtype), device=self.device),
                 )
             self._peak_slabs = max(self._peak_slabs, len(self._slabs))
         return self._slabs[s]
@@ -291,8 +305,7 @@ class SlabAccumulator:
                 f"{self.name}: {empty} voxels in k={k0}..{k1} were covered by no patch; add "
                 "every patch of the grid (in grid order)"
             )
-        normalised = torch.div(values.to(torch.float32), weights)
-        del values
+        normalised = values.div_(weights.to(values.dtype))
         if self.reduce == "argmax":
             out = normalised.argmax(0, keepdim=True).to(label_dtype(self.channels))
         elif self.reduce == "max":
@@ -366,6 +379,7 @@ def memory_slab_accumulator(
     reduce: str,
     name: str = "output",
     slab: int | None = None,
+    device: torch.device | str | None = None,
 ) -> SlabAccumulator:
     """A :class:`SlabAccumulator` whose reduced output stays in memory.
 
@@ -378,9 +392,17 @@ def memory_slab_accumulator(
         reduced_channels(channels, reduce),
         reduced_dtype(channels, dtype, reduce),
         name=name,
+        device=device,
     )
     return SlabAccumulator(
-        shape, channels, dtype, sink, slab=depth, max_patch_k=max_patch_k, reduce=reduce
+        shape,
+        channels,
+        dtype,
+        sink,
+        slab=depth,
+        max_patch_k=max_patch_k,
+        reduce=reduce,
+        device=device,
     )
 
 
