@@ -212,3 +212,56 @@ def test_on_disk_memory_stays_under_its_bound(tmp_path):
     assert disk["extra"] < disk["bound"] + slack, figures
     assert memory["extra"] > disk["output"]  # the in-memory run does hold the whole output
     assert disk["extra"] < memory["extra"] / 2, figures
+
+
+def _fill_disk_after(monkeypatch, writes: int) -> list[int]:
+    """Make the zarr store raise ENOSPC (as a full disk does) after ``writes`` chunk writes."""
+    import errno
+
+    from zarr.storage import LocalStore
+
+    original = LocalStore.set
+    done: list[int] = []
+
+    async def set_or_fail(self, key, value):  # type: ignore[no-untyped-def]
+        if key.startswith("0/") or "/c/" in key:
+            if len(done) >= writes:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            done.append(1)
+        return await original(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", set_or_fail)
+    return done
+
+
+@pytest.mark.parametrize("inside_with", [True, False])
+def test_a_full_disk_names_the_output_and_leaves_nothing(
+    tmp_path, monkeypatch, capfd, inside_with
+) -> None:
+    subject = tio.Subject(t1=tio.ScalarImage(torch.rand(1, 20, 18, 40)))
+    sampler = tio.GridSampler(subject, (10, 9, 10), (2, 2, 2))
+    path = tmp_path / "out.nii.zarr"
+    _fill_disk_after(monkeypatch, writes=2)
+
+    def run(aggregator):  # type: ignore[no-untyped-def]
+        for batch in SubjectsLoader(sampler, batch_size=4):
+            aggregator.add_batch(batch.t1.data, batch)
+        aggregator.finish()
+
+    with pytest.raises(RuntimeError) as info:
+        if inside_with:
+            with tio.PatchAggregator.from_sampler(
+                sampler, overlap_mode="hann", on_disk=path, chunks=8
+            ) as aggregator:
+                run(aggregator)
+        else:
+            run(
+                tio.PatchAggregator.from_sampler(
+                    sampler, overlap_mode="hann", on_disk=path, chunks=8
+                )
+            )
+    message = str(info.value)
+    assert str(path) in message and "No space left on device" in message
+    assert "free space" in message
+    assert os.listdir(tmp_path) == []  # no store, no hidden partial
+    assert len(capfd.readouterr().err) < 2000  # one error, not a flood of tracebacks

@@ -309,6 +309,30 @@ def test_worker_errors_reach_the_training_loop(num_workers: int) -> None:
         for _ in SubjectsLoader(queue, batch_size=4):
             pass
     assert any("subject 3" in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_errors_while_preparing_a_subject_name_its_files(tmp_path: Path) -> None:
+    good = np.zeros((20, 20, 20), dtype=np.int16)
+    nib.save(nib.Nifti1Image(good, np.eye(4)), tmp_path / "good.nii")
+    nib.save(nib.Nifti1Image(good[:10], np.eye(4)), tmp_path / "small_seg.nii")
+    subjects = [
+        tio.Subject(t1=tio.ScalarImage(tmp_path / "good.nii")),
+        tio.Subject(
+            t1=tio.ScalarImage(tmp_path / "good.nii"),
+            seg=tio.LabelMap(tmp_path / "small_seg.nii"),
+        ),
+    ]
+    queue = tio.Queue(
+        subjects,
+        tio.UniformSampler(patch_size=4),
+        max_length=4,
+        patches_per_volume=2,
+        shuffle_subjects=False,
+    )
+    with pytest.raises(ValueError) as info:
+        list(queue)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "subject 1" in notes and "small_seg.nii" in notes and "good.nii" in notes
     gc.collect()
     assert not _queue_threads()
 
@@ -361,6 +385,23 @@ def test_max_memory_uses_real_dtypes() -> None:
     )
     assert whole.max_memory == 10 * 64 * 6 + 1000 * 6  # plus the subject in flight
     assert noisy.max_memory_pretty == "3.8 KiB"
+
+
+def test_max_memory_counts_volumes_read_whole(tmp_path: Path) -> None:
+    """A .nii.gz is decoded whole before its patches are cut: one volume per worker."""
+    volume = np.zeros((40, 30, 20), dtype=np.int16)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "t1.nii.gz")
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "t1.nii")
+    sampler = tio.UniformSampler(patch_size=4)
+    patches = 10 * 64 * 2
+    for name, whole in (("t1.nii", 0), ("t1.nii.gz", 40 * 30 * 20 * 2)):
+        subjects = [tio.Subject(t1=tio.ScalarImage(tmp_path / name))]
+        for workers in (0, 3):
+            queue = tio.Queue(
+                subjects, sampler, max_length=10, patches_per_volume=2, num_workers=workers
+            )
+            assert queue.max_memory == patches + max(1, workers) * whole
+    assert not subjects[0].t1.is_loaded
 
 
 def test_distributed_sampler_by_hand() -> None:

@@ -118,3 +118,23 @@ def test_streamed_float16_scores_do_not_underflow() -> None:
         full.get_output().amax(0, keepdim=True).numpy(),
         rtol=2e-3,
     )
+
+
+@pytest.mark.parametrize(("shape", "patch", "overlap", "padding"), CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_grid_order_blending_equals_the_whole_output_blend(shape, patch, overlap, padding, dtype):
+    """Slabs blended as the grid passes them (summed into the output itself for float32)."""
+    pad = grid_padding(shape, patch, overlap) if padding else None
+    locations = grid_locations(shape, patch, overlap, pad)
+    outputs = scores_for(locations, 3, patch)
+    for mode in ("crop", "average", "hann", "gaussian"):
+        full = tio.PatchAggregator(shape, mode, patch_overlap=overlap, dtype=dtype)
+        fill(full, locations, outputs)
+        streamed = tio.PatchAggregator(
+            shape, mode, patch_overlap=overlap, dtype=dtype, grid_order=True
+        )
+        fill(streamed, locations, outputs)
+        tolerance = 1e-6 if dtype == torch.float32 else 2e-3
+        torch.testing.assert_close(
+            streamed.get_output(), full.get_output(), rtol=tolerance, atol=tolerance
+        )

@@ -356,3 +356,32 @@ def test_gzip_map_is_read_once_per_call(tmp_path: Path) -> None:
     sampler = tio.LabelSampler(patch_size=5, label_name="seg", label_probabilities={2: 1})
     assert {loc.index for loc in sampler.sample_locations(subject, 30, _gen())} == {(10, 1, 7)}
     assert not subject.seg.is_loaded
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tio.UniformSampler(16.5),
+        lambda: tio.UniformSampler(True),
+        lambda: tio.UniformSampler(patch_size=16.0),
+        lambda: tio.WeightedSampler(patch_size=(16, 16.0, 16), probability_map="w"),
+        lambda: tio.LabelSampler(patch_size=[8, True, 8]),
+        lambda: tio.GridSampler(patch_size=(8, 8, 8.5)),
+        lambda: tio.GridSampler(patch_size=8, patch_overlap=2.5),
+        lambda: tio.GridSampler(patch_size=8, patch_overlap=True),
+        lambda: tio.PatchAggregator((10, 10, 10.5)),
+        lambda: tio.PatchAggregator((10, 10, 10), patch_overlap=(2, 2, 1.5)),
+        lambda: tio.PatchAggregator((10, 10, 10), patch_overlap=False),
+        lambda: tio.PatchAggregator((10, 10, 10), output_shape=(5, 5, 5.0)),
+        lambda: tio.PatchAggregator((10, 10, 10), on_disk="o.nii.zarr", chunks=(4, 4, True)),
+    ],
+)
+def test_sizes_must_be_whole_numbers_of_voxels(make) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match="int or three ints"):
+        make()
+
+
+def test_num_patches_must_be_an_int() -> None:
+    for bad in (True, 2.0, -1):
+        with pytest.raises(ValueError, match="num_patches"):
+            tio.UniformSampler(patch_size=4, num_patches=bad)  # type: ignore[arg-type]

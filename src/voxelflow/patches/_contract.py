@@ -23,6 +23,9 @@ RegionCost = Literal["proportional", "stream", "whole"]
 
 def region_cost(backend: BackendProtocol) -> RegionCost:
     """What a region read costs: about its bytes, a stream from a seek point, or the volume."""
+    declared = getattr(backend, "region_cost", None)
+    if declared is not None:
+        return declared  # type: ignore[no-any-return]
     if backend.in_memory:
         return "proportional"
     if not backend.region_reads:
@@ -33,6 +36,8 @@ def region_cost(backend: BackendProtocol) -> RegionCost:
 
 def cache_key(backend: BackendProtocol) -> Hashable | None:
     """What identifies the stored values (file, size, mtime, region); ``None`` when nothing does."""
+    if hasattr(backend, "cache_key"):
+        return backend.cache_key  # type: ignore[no-any-return]
     path = backend.path
     if backend.in_memory or path is None or "://" in path:
         return None
@@ -43,4 +48,8 @@ def cache_key(backend: BackendProtocol) -> Hashable | None:
 
 def read_into(backend: BackendProtocol, box: Box, out: torch.Tensor) -> None:
     """Fill ``out`` (the box's shape, any dtype, maybe a view) with the region ``box``."""
+    declared = getattr(backend, "read_into", None)
+    if declared is not None:
+        declared(box, out)
+        return
     out.copy_(backend.read(box))

@@ -144,6 +144,11 @@ class PatchAggregator:
             segment with many classes: the full ``C``-channel output is never
             held.
         argmax: on disk only, the same as ``reduce="argmax"``.
+        grid_order: the patches come in grid order (a
+            :class:`~voxelflow.GridSampler` iterated in order): each slab of
+            the output is blended as soon as the grid has passed it, while
+            later patches are still being computed, and only the weights of
+            the slabs in flight are kept beside the output.
 
     Example:
         >>> import torch, voxelflow as tio
@@ -172,6 +177,7 @@ class PatchAggregator:
         chunks: int | Sequence[int] = DEFAULT_CHUNK,
         argmax: bool = False,
         reduce: Reduce | None = None,
+        grid_order: bool = False,
     ) -> None:
         self.spatial_shape = to_triplet(spatial_shape, "spatial_shape")
         if any(n <= 0 for n in self.spatial_shape):
@@ -227,6 +233,7 @@ class PatchAggregator:
                 )
             self.reduce = "argmax"
         self.argmax = self.reduce == "argmax"
+        self.grid_order = bool(grid_order)
         self.chunks = to_triplet(chunks, "chunks")
         self._outputs: dict[str, _Output] = {}
         self._windows: dict[tuple[int, int, int], torch.Tensor] = {}
@@ -376,7 +383,7 @@ class PatchAggregator:
                 chunks=self.chunks,
                 reduce=self.reduce,
             )
-        elif self.reduce is not None:
+        elif self.reduce is not None or self.grid_order:
             accumulator = memory_slab_accumulator(
                 shape,
                 channels,

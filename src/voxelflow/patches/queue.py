@@ -48,7 +48,7 @@ from voxelflow._errors import VoxelflowRuntimeError, VoxelflowTypeError, Voxelfl
 from voxelflow._format import pretty_bytes
 from voxelflow._random import derive_seed, fresh_seed, make_generator
 from voxelflow.patches.base import PatchSampler
-from voxelflow.patches.reading import private_copy, reads_whole
+from voxelflow.patches.reading import private_copy, reads_whole, subject_name
 from voxelflow.subject import Subject
 from voxelflow.transforms.transform import Transform
 
@@ -200,7 +200,10 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
     @property
     def max_memory(self) -> int:
         """Bytes of ``max_length`` patches like the first subject's (real dtypes, after the
-        transform), plus, with a whole-volume transform, one such subject per worker."""
+        transform), plus the volumes read whole while subjects are prepared: with a
+        whole-volume transform every image, otherwise the images whose region reads cost
+        more than the volume (a ``.nii.gz`` stream, a whole-volume fallback), one subject
+        per worker (their size from the header)."""
         subject = self.subjects[0]
         patch_voxels = math.prod(self.patch_sampler.patch_size)
         per_patch = whole = 0
@@ -211,9 +214,12 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
                 dtype = self.transform.output_dtype(image.type, dtype)
             itemsize = torch.empty((), dtype=dtype).element_size()
             per_patch += header.num_channels * patch_voxels * itemsize
-            whole += header.num_channels * math.prod(header.spatial_shape) * itemsize
-        volumes = max(1, self.num_workers) * whole if self.whole_transform is not None else 0
-        return self.max_length * per_patch + volumes
+            volume = header.num_channels * math.prod(header.spatial_shape)
+            if self.whole_transform is not None:
+                whole += volume * itemsize
+            elif reads_whole(header):
+                whole += header.memory  # read whole, in its own dtype, before cutting
+        return self.max_length * per_patch + max(1, self.num_workers) * whole
 
     @property
     def max_memory_pretty(self) -> str:
@@ -260,7 +266,11 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         try:
             return self._produce(index, seed, stop)
         except Exception as error:
-            error.add_note(f"(while the Queue prepared subject {index})")
+            where = f"subject {index}"
+            subject = self.subjects[index] if 0 <= index < len(self.subjects) else None
+            if isinstance(subject, Subject):
+                where += f" ({subject_name(subject)})"
+            error.add_note(f"(while the Queue prepared {where})")
             raise
 
     def _produce(self, index: int, seed: int, stop: threading.Event | None) -> list[Subject]:

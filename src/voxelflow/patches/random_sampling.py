@@ -93,7 +93,9 @@ class RandomSampler(PatchSampler, IterableDataset):  # type: ignore[type-arg]
                 f"{type(subject).__name__}; wrap images with tio.Subject(name=image)"
             )
         super().__init__(patch_size, padding_mode)
-        if num_patches is not None and (not isinstance(num_patches, int) or num_patches < 0):
+        if num_patches is not None and (
+            isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches < 0
+        ):
             raise VoxelflowValueError(
                 f"num_patches must be a non-negative int or None, got {num_patches!r}"
             )

@@ -19,6 +19,7 @@ a store that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 from collections.abc import Sequence
@@ -114,20 +115,33 @@ class ZarrSink:
         self.channels = channels
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_target(self.path))
-        self._array = create_nifti_zarr(
-            self._tmp, shape, channels, dtype, affine, chunks=chunks, label=label
-        )
+        try:
+            self._array = create_nifti_zarr(
+                self._tmp, shape, channels, dtype, affine, chunks=chunks, label=label
+            )
+        except OSError as error:
+            self.abort(error)
+            raise _write_error(self.path, error) from error
+        except BaseException as error:
+            self.abort(error)
+            raise
 
     def write(self, k0: int, k1: int, slab: torch.Tensor) -> None:
         # (C, I, J, k) -> (C, k, J, I): the zarr order
         slab = slab.cpu()
-        if self.channels == 1:
-            self._array[k0:k1] = np.ascontiguousarray(slab[0].numpy().transpose())
-        else:
-            self._array[:, k0:k1] = np.ascontiguousarray(slab.numpy().transpose(0, 3, 2, 1))
+        try:
+            if self.channels == 1:
+                self._array[k0:k1] = np.ascontiguousarray(slab[0].numpy().transpose())
+            else:
+                self._array[:, k0:k1] = np.ascontiguousarray(slab.numpy().transpose(0, 3, 2, 1))
+        except OSError as error:
+            raise _write_error(self.path, error) from error
 
     def finalize(self) -> None:
-        self._stack.close()
+        try:
+            self._stack.close()
+        except OSError as error:
+            raise _write_error(self.path, error) from error
 
     def abort(self, error: BaseException | None = None) -> None:
         error = error or VoxelflowRuntimeError("aborted")
@@ -136,6 +150,20 @@ class ZarrSink:
     @property
     def memory_bound(self) -> int:
         return 0
+
+
+def _write_error(path: str, error: OSError) -> VoxelflowRuntimeError:
+    """The output, what went wrong, and the fix, for a failed write (disk full, no access)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno == errno.ENOSPC:
+        fix = "free space on that disk, or write the output to a disk with room"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "write the output to a folder you can write to"
+    else:
+        fix = "check the disk, or write the output elsewhere"
+    return VoxelflowRuntimeError(
+        f"{path}: writing the output failed ({reason}); nothing was kept at {path}; {fix}"
+    )
 
 
 class SlabAccumulator:
@@ -195,6 +223,16 @@ class SlabAccumulator:
         self._slabs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._flushed = 0  # slabs [0, _flushed) are finished
         self._peak_slabs = 0
+        # every channel kept, in the sums' dtype, in memory: sum straight into the output
+        # (the sums of an open slab are a view of it; finishing divides in place)
+        self._direct: torch.Tensor | None = None
+        if (
+            isinstance(sink, MemorySink)
+            and self.reduce is None
+            and sink.result.dtype == self.sum_dtype
+            and sink.result.device == self.device
+        ):
+            self._direct = sink.result
 
     @property
     def name(self) -> str:
@@ -203,9 +241,12 @@ class SlabAccumulator:
     # ------------------------------------------------------------------ memory
     @property
     def slab_bytes(self) -> int:
-        """Bytes of one open slab: sums (``C`` channels) and weights (one channel)."""
+        """Bytes of one open slab: sums (``C`` channels, unless summed into the output)
+        and weights (one channel)."""
         i, j, _ = self.shape
-        value_size = torch.empty((), dtype=self.sum_dtype).element_size()
+        value_size = (
+            0 if self._direct is not None else torch.empty((), dtype=self.sum_dtype).element_size()
+        )
         weight_size = torch.empty((), dtype=weight_dtype(self.dtype)).element_size()
         return i * j * self.slab * (self.channels * value_size + weight_size)
 
@@ -219,7 +260,7 @@ class SlabAccumulator:
         """Bytes held at most: the open slabs, one slab's normalised float32 copy and its
         reordered copy while it is finished, and the sink's own memory."""
         i, j, _ = self.shape
-        flush = 2 * i * j * self.slab * self.channels * 4
+        flush = 0 if self._direct is not None else 2 * i * j * self.slab * self.channels * 4
         return self.max_open_slabs * self.slab_bytes + flush + self.sink.memory_bound
 
     @property
@@ -233,11 +274,7 @@ class SlabAccumulator:
         for patch, (dst, src) in zip(data, plan, strict=True):
             self.advance(dst[2].start)
             values = patch[(everything, *src)].to(self.sum_dtype)
-            if window is None:
-                self._add_box(dst, values, 1.0)
-            else:
-                weight = window[src]
-                self._add_box(dst, values * weight.to(values.dtype), weight)
+            self._add_box(dst, values, None if window is None else window[src])
         self.patches += len(plan)
 
     def advance(self, k: int) -> None:
@@ -248,8 +285,9 @@ class SlabAccumulator:
             self._flushed += 1
 
     def _add_box(
-        self, box: tuple[slice, slice, slice], data: torch.Tensor, weight: torch.Tensor | float
+        self, box: tuple[slice, slice, slice], data: torch.Tensor, weight: torch.Tensor | None
     ) -> None:
+        """Add ``data`` (``(C, …box)``) times ``weight`` (box-shaped; ``None`` means 1)."""
         if self.finished:
             raise VoxelflowRuntimeError(
                 f"{self.name}: the output is already written; start a new aggregator"
@@ -268,23 +306,30 @@ class SlabAccumulator:
             z0, z1 = max(bk.start, s * self.slab), min(bk.stop, (s + 1) * self.slab)
             src = slice(z0 - bk.start, z1 - bk.start)
             dst = slice(z0 - s * self.slab, z1 - s * self.slab)
-            values[:, bi, bj, dst].add_(data[..., src])
-            if isinstance(weight, torch.Tensor):
-                weights[bi, bj, dst].add_(weight[..., src])
+            if weight is None:
+                values[:, bi, bj, dst].add_(data[..., src])
+                weights[bi, bj, dst].add_(1.0)
             else:
-                weights[bi, bj, dst].add_(weight)
+                piece = weight[..., src]
+                values[:, bi, bj, dst].addcmul_(data[..., src], piece.to(values.dtype))
+                weights[bi, bj, dst].add_(piece)
 
     def _open(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
         if s not in self._slabs:
             i, j, k = self.shape
             depth = min(self.slab, k - s * self.slab)
             with torch.inference_mode(False):  # normal tensors: updatable in and out of it
-                self._slabs[s] = (
-                    torch.zeros(
+                if self._direct is not None:
+                    values = self._direct[..., s * self.slab : s * self.slab + depth]
+                    values.zero_()
+                else:
+                    values = torch.zeros(
                         (self.channels, i, j, depth), dtype=self.sum_dtype, device=self.device
-                    ),
-                    torch.zeros((i, j, depth), dtype=weight_dtype(self.dtype), device=self.device),
+                    )
+                weights = torch.zeros(
+                    (i, j, depth), dtype=weight_dtype(self.dtype), device=self.device
                 )
+                self._slabs[s] = (values, weights)
             self._peak_slabs = max(self._peak_slabs, len(self._slabs))
         return self._slabs[s]
 
@@ -306,6 +351,8 @@ class SlabAccumulator:
                 "every patch of the grid (in grid order)"
             )
         normalised = values.div_(weights.to(values.dtype))
+        if self._direct is not None:
+            return  # divided in place, inside the output
         if self.reduce == "argmax":
             out = normalised.argmax(0, keepdim=True).to(label_dtype(self.channels))
         elif self.reduce == "max":
@@ -313,7 +360,11 @@ class SlabAccumulator:
         else:
             out = normalised.to(self.dtype)
         del normalised
-        self.sink.write(k0, k1, out)
+        try:
+            self.sink.write(k0, k1, out)
+        except BaseException as error:  # the output cannot be completed: drop the partial now
+            self._abort(error)
+            raise
 
     # ------------------------------------------------------------------ ending
     def finalize(self) -> None:
@@ -376,15 +427,17 @@ def memory_slab_accumulator(
     dtype: torch.dtype,
     *,
     max_patch_k: int,
-    reduce: str,
+    reduce: str | None,
     name: str = "output",
     slab: int | None = None,
     device: torch.device | str | None = None,
 ) -> SlabAccumulator:
-    """A :class:`SlabAccumulator` whose reduced output stays in memory.
+    """A :class:`SlabAccumulator` whose (reduced) output stays in memory.
 
     Slabs are a quarter of a patch deep by default (at least 8 voxels), so the
-    sums in flight span about 1.5 patches along ``k``.
+    sums in flight span about 1.5 patches along ``k``. Without a reduction (and
+    with float32/float64 outputs) the sums are the output itself: only the
+    weights of the open slabs are extra.
     """
     depth = slab if slab is not None else max(8, max_patch_k // 4)
     sink = MemorySink(
