@@ -334,8 +334,8 @@ def test_validation_errors(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ laziness
 def test_sampling_tables_read_slab_by_slab(tmp_path: Path, strict_backend) -> None:  # type: ignore[no-untyped-def]
     """A .nii label map is read in slabs and blocks, never whole, to build tables and draw."""
-    seg = np.zeros((50, 21, 19), dtype=np.uint8)
-    seg[30:33, 8:10, 4:12] = 1
+    seg = np.zeros((21, 19, 50), dtype=np.uint8)
+    seg[8:10, 4:12, 30:33] = 1
     path = tmp_path / "seg.strict.nii"
     nib.save(nib.Nifti1Image(seg, np.eye(4)), path)
     subject = tio.Subject(seg=tio.LabelMap(path))
@@ -344,7 +344,8 @@ def test_sampling_tables_read_slab_by_slab(tmp_path: Path, strict_backend) -> No
     centres = np.asarray([loc.index for loc in locations]) + 3
     assert 0.35 < np.mean(seg[tuple(centres.T)] == 1) < 0.65
     largest = max(np.prod([s.stop - s.start for s in box]) for box in strict_backend.log)
-    assert largest <= 16 * 16 * 14  # one slab of 16 planes over the valid centres (16×16×14)
+    # one slab of 16 planes along k (the file's slowest axis) over the valid centres (16×14)
+    assert largest <= 16 * 14 * 16
     assert not subject.seg.is_loaded
 
 

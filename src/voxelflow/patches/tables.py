@@ -6,7 +6,7 @@ Once per source (cached across patches and epochs by the backend's
 ``cache_key``), the region of valid centres is cut into blocks of 16×16×16
 voxels and one float64 number per block is stored: the sum of the weights, or
 the count of voxels of a class. The map is read for this slab by slab (16
-planes at a time), so memory stays at one slab; a stream (``.nii.gz``) or a
+planes along ``k``, a run of bytes in the file), so memory stays at one slab; a stream (``.nii.gz``) or a
 whole-volume fallback is read once, whole. A draw then picks a block from the
 cumulative sums (``searchsorted`` in float64) and a voxel within that block
 from the block's own values, reading just that block. For a 724×868×724 map a
@@ -85,31 +85,36 @@ def build_tables(
 ) -> list[BlockTable]:
     """Tables of the masses ``masses(slab)`` gives, reading ``image`` one slab at a time.
 
-    ``masses`` maps a ``(C, i, J, K)`` slab to a list of ``(i, J, K)`` arrays
-    (weights, or masks of classes) whose block sums make one table each.
+    Slabs are ``block[2]`` planes along ``k``, the slowest axis of a NIfTI file
+    and of a NIfTI-Zarr's chunks, so each slab is one run of bytes (or of
+    chunks). ``masses`` maps a ``(C, I, J, k)`` slab to a list of ``(I, J, k)``
+    arrays (weights, or masks of classes) whose block sums make one table each.
     Sources that :func:`~voxelflow.patches.reading.reads_whole` are read once, whole.
     """
     grid = tuple(-(-e // b) for e, b in zip(extent, block, strict=True))
+    i_starts = np.arange(0, extent[0], block[0])
     j_starts = np.arange(0, extent[1], block[1])
-    k_starts = np.arange(0, extent[2], block[2])
-    jk = (slice(origin[1], origin[1] + extent[1]), slice(origin[2], origin[2] + extent[2]))
+    ij = (slice(origin[0], origin[0] + extent[0]), slice(origin[1], origin[1] + extent[1]))
     whole = None
     if reads_whole(image):
-        whole = read_region(image, (slice(origin[0], origin[0] + extent[0]), *jk)).cpu().numpy()
+        whole = read_region(image, (*ij, slice(origin[2], origin[2] + extent[2]))).cpu().numpy()
     sums: list[np.ndarray] | None = None
-    for bi in range(grid[0]):
-        i0, i1 = bi * block[0], min((bi + 1) * block[0], extent[0])
+    for bk in range(grid[2]):
+        k0, k1 = bk * block[2], min((bk + 1) * block[2], extent[2])
         if whole is not None:
-            slab = whole[:, i0:i1]
+            slab = whole[..., k0:k1]
         else:
-            region = (slice(origin[0] + i0, origin[0] + i1), *jk)
-            slab = read_region(image, region).cpu().numpy()
+            slab = read_region(image, (*ij, slice(origin[2] + k0, origin[2] + k1))).cpu().numpy()
         per_mass = masses(slab)
+        del slab
         if sums is None:
             sums = [np.zeros(grid, dtype=np.float64) for _ in per_mass]
         for out, mass in zip(sums, per_mass, strict=True):
-            plane = mass.sum(axis=0, dtype=np.float64)
-            out[bi] = np.add.reduceat(np.add.reduceat(plane, j_starts, axis=0), k_starts, axis=1)
+            plane = mass.sum(axis=2, dtype=np.float64)
+            out[..., bk] = np.add.reduceat(
+                np.add.reduceat(plane, i_starts, axis=0), j_starts, axis=1
+            )
+        del per_mass
     assert sums is not None
     return [
         BlockTable(origin, extent, block, grid, np.cumsum(s.ravel(), dtype=np.float64))  # type: ignore[arg-type]
