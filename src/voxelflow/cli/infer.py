@@ -9,6 +9,7 @@ loop then only reads, runs and blends. Model loading and the checks live in
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,8 @@ def check_options(
 ) -> None:
     """Values the command line cannot refuse by type alone (each error names the option)."""
     from voxelflow._errors import check_choice
-    from voxelflow.patches.aggregator import OVERLAP_MODES
     from voxelflow._padding import PADDING_MODES
+    from voxelflow.patches.aggregator import OVERLAP_MODES
 
     for name, value, low, meaning in (
         ("--patch", patch, 1, "voxels per side"),
@@ -117,13 +118,12 @@ def infer_volume(
     else to 64 and 4.
     """
     import torch
-    from tqdm import tqdm
 
     import voxelflow as tio
     from voxelflow.backends.niftizarr import is_niftizarr_output
     from voxelflow.cli import _model
     from voxelflow.convert import check_lossless
-    from voxelflow.loader import SubjectsLoader
+    from voxelflow.inference import plan_grid, sliding_window
     from voxelflow.patches._zarr_store import label_dtype
 
     # 1. What the command line alone says, then the machine, then the output's place.
@@ -144,8 +144,7 @@ def infer_volume(
             f"--overlap {overlap} must be smaller than the patch ({'×'.join(map(str, patch_size))})"
             f" or the grid would not advance; pass --overlap {min(patch_size) // 4} or a larger --patch"
         )
-    subject = tio.Subject(image=image)
-    sampler = tio.GridSampler(subject, patch_size, overlap, padding_mode=padding)
+    plan_grid(image.spatial_shape, patch_size, overlap, padding, name=input_path)  # it fits
     fit = _model.probe(
         model,
         image=input_path,
@@ -160,26 +159,21 @@ def infer_volume(
     )
     check_lossless(_OutputSpec((out_channels, *spatial), out_dtype, image.affine), output_path)
     # 4. The work.
-    aggregator = tio.PatchAggregator.from_sampler(
-        sampler,
-        overlap_mode=mode,
-        device=torch.device("cpu") if zarr_output else torch_device,
+    result = sliding_window(
+        functools.partial(_model.run_batch, model),
+        image,
+        patch_size,
+        overlap,
+        mode,  # type: ignore[arg-type]
+        batch_size,
+        torch_device,
+        reduce="argmax" if argmax else None,
         on_disk=output_path if zarr_output else None,
-        argmax=argmax and zarr_output,
+        progress=progress,
+        padding_mode=padding,
     )
-    loader = SubjectsLoader(sampler, batch_size=batch_size, num_workers=workers)
-    try:
-        with torch.inference_mode():
-            for patches in tqdm(loader, desc="infer", unit="batch", disable=not progress):
-                inputs = patches.image.data.to(torch_device, torch.float32)
-                aggregator.add_batch(_model.run_batch(model, inputs), patches)
-        if zarr_output:
-            aggregator.finish()
-        else:
-            aggregator.save(output_path, argmax=argmax)
-    except BaseException:
-        aggregator.abort()
-        raise
+    if not zarr_output:
+        result.save(output_path)
 
 
 @app.command()
@@ -216,7 +210,12 @@ def infer(
     padding: str | None = typer.Option(
         None, "--padding", help="Pad the border (constant, edge, reflect, symmetric)."
     ),
-    workers: int = typer.Option(0, "--workers", help="DataLoader workers reading patches."),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        help="Unused: patches are read in a background thread while the model runs "
+        "(accepted so that existing scripts keep working).",
+    ),
     backend: str | None = typer.Option(
         None,
         "--backend",
