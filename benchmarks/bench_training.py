@@ -134,7 +134,7 @@ def run_queue(folder: str, suffix: str, workers: int, max_length: int) -> dict[s
         count += batch.batch_size
         assert batch.t1.data.shape[1:] == (1, PATCH, PATCH, PATCH)
     total = time.perf_counter() - start
-    assert count == len(queue) == SUBJECTS * PER_VOLUME
+    assert count == len(queue) == len(subjects) * PER_VOLUME
     return {"patches": count, "seconds": total, "first_batch": first or 0.0}
 
 
