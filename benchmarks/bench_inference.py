@@ -18,7 +18,11 @@ Part 2. Many classes: a 100-class 1×1×1 head over a volume, patch 64, overlap 
 Hann: ``reduce="argmax"`` (slabs reduced as the grid passes) beside the full aggregation
 followed by ``argmax``: time and peak PSS, and the labels compared.
 
-Usage: ``python benchmarks/bench_inference.py [--quick] [--repeats N] [--classes-shape I J K]``.
+Part 3 (``--add-paths-only``): the aggregator's two ways of adding one batch (per patch,
+whole batch through ``index_add_``) beside the plain NumPy loop, 8³ and 64³ patches.
+
+Usage: ``python benchmarks/bench_inference.py [--quick] [--repeats N] [--classes-shape I J K]
+[--add-paths-only]``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +182,65 @@ def run_classes(shape: list[int], reduce: bool, classes: int) -> dict[str, Any]:
     return {"total": total, "counts": counts.tolist()}
 
 
+def plain_add(
+    sums: np.ndarray,
+    weights: np.ndarray,
+    patches: np.ndarray,
+    locations: list[Any],
+    window: np.ndarray,
+) -> None:
+    """The plain way for one batch: each patch times its window into NumPy buffers."""
+    for patch, location in zip(patches, locations, strict=True):
+        box = (slice(None), *location.to_slices())
+        sums[box] += patch * window
+        weights[box] += window
+
+
+def best_of(repeats: int, function: Callable[[], Any]) -> float:
+    function()  # warm: allocate, build the window and the index template
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run_add_paths(shape: tuple[int, int, int], repeats: int = 15) -> list[str]:
+    """Milliseconds per ``add_batch`` of 4 patches on each path, best of ``repeats``."""
+    import voxelflow as tio
+    from voxelflow.patches.blending import window_3d
+
+    lines = [
+        "add one batch (4 patches, hann), ms, best of "
+        f"{repeats}: per patch | whole batch (index_add_) | plain NumPy loop"
+    ]
+    generator = torch.Generator().manual_seed(0)
+    for size in (8, 64):
+        for channels in (1, 4):
+            outputs = torch.rand((4, channels, size, size, size), generator=generator)
+            corners = [(0, 0, 0), (size // 2, 0, 0), (size, size // 2, 0), (0, size, size // 4)]
+            locations = [tio.PatchLocation(c, (size,) * 3) for c in corners]
+            times = {}
+            for name, limit in (("per patch", 0), ("whole batch", 10**9)):
+                aggregator = tio.PatchAggregator(shape, "hann")
+                aggregator._vectorised_max_voxels = limit
+                times[name] = best_of(repeats, partial(aggregator.add_batch, outputs, locations))
+                del aggregator
+            window = window_3d("hann", (size,) * 3).numpy()
+            buffers = [np.zeros((channels, *shape), dtype=np.float32) for _ in range(2)]
+            plain = partial(plain_add, *buffers, outputs.numpy(), locations, window)
+            plain_time = best_of(repeats, plain)
+            del buffers, plain
+            per_patch, whole = times["per patch"], times["whole batch"]
+            lines.append(
+                f"  {size}³ C={channels}: {per_patch * 1e3:7.3f} | {whole * 1e3:7.3f} "
+                f"({per_patch / whole:.2f}× per patch) | {plain_time * 1e3:7.3f} "
+                f"(plain / best path {plain_time / min(per_patch, whole):.1f}×)"
+            )
+    return lines
+
+
 # ---------------------------------------------------------------------- parent side
 def tree_pss(process: psutil.Process) -> int:
     total = 0
@@ -229,7 +294,17 @@ def main() -> None:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--skip-classes", action="store_true", help="only part 1")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
+    parser.add_argument(
+        "--add-paths-only",
+        action="store_true",
+        help="only time the aggregator's two ways of adding a batch beside the plain loop",
+    )
     args = parser.parse_args()
+    if args.add_paths_only:
+        torch.set_num_threads(1)
+        for line in run_add_paths((128, 128, 96)):
+            print(line, flush=True)
+        return
     if args.child:
         torch.set_num_threads(1)  # one intra-op thread: a shared machine, and a fair baseline
         kind, *rest = args.child
