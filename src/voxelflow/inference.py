@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from voxelflow._errors import VoxelflowRuntimeError, VoxelflowTypeError, VoxelflowValueError
-from voxelflow._geometry import Triplet, describe
-from voxelflow.image import INTENSITY, Image
+from voxelflow._geometry import Triplet
+from voxelflow.image import Image
 from voxelflow.patches.aggregator import OverlapMode, PatchAggregator
 from voxelflow.patches.base import check_patch_fits, parse_patch_size
 from voxelflow.patches.grid import Padding, grid_locations, grid_padding, parse_patch_overlap
@@ -252,8 +252,7 @@ def _input_image(source: Image | Subject, image_name: str | None) -> Image:
         if not isinstance(image, Image):
             raise VoxelflowTypeError(f"sliding_window: entry {image_name!r} is not an image")
         return image
-    candidates = source.get_images(intensity_only=True) or source.get_images(intensity_only=False)
-    intensity = [image for image in candidates if image.type == INTENSITY] or candidates
+    intensity = source.get_images(intensity_only=True) or source.get_images(intensity_only=False)
     if len(intensity) != 1:
         names = ", ".join(source.images) or "none"
         raise VoxelflowValueError(
@@ -437,12 +436,4 @@ class _Pipeline:
         self._outputs.put((outputs, locations))
 
 
-def describe_plan(plan: GridPlan) -> str:
-    """One line for logs: patches, patch size and overlap."""
-    return (
-        f"{len(plan.locations)} patches of {describe(plan.patch_size)}, overlap "
-        f"{describe(plan.patch_overlap)}"
-    )
-
-
-__all__ = ["GridPlan", "describe_plan", "plan_grid", "sliding_window"]
+__all__ = ["GridPlan", "plan_grid", "sliding_window"]

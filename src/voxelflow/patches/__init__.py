@@ -1,4 +1,19 @@
-"""The patch pipeline: locations, samplers, the queue, and the aggregator."""
+"""The patch pipeline: locations, samplers, the queue, and the aggregator.
+
+Modules, in the order data flows through them:
+
+* ``location``: :class:`PatchLocation`, where a patch lies;
+* ``reading``: reading patches through the backend contract (one allocation,
+  one read), private copies of subjects;
+* ``base``, ``random_sampling``, ``weighted``, ``label``, ``grid``: where
+  patches go (``tables``: the coarse sampling tables of the weighted and
+  label samplers);
+* ``queue``: the bounded, reproducible stream of training patches;
+* ``placement``, ``blending``, ``accumulators``, ``slabs``, ``aggregator``:
+  where each output patch goes, its blend window, the sums in memory or in
+  slabs on their way to memory or a ``.nii.zarr``, and
+  :class:`PatchAggregator`, which ties them together.
+"""
 
 from voxelflow.patches.aggregator import PatchAggregator
 from voxelflow.patches.base import PatchSampler
