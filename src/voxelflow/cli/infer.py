@@ -124,7 +124,7 @@ def infer_volume(
     from voxelflow.cli import _model
     from voxelflow.convert import check_lossless
     from voxelflow.inference import plan_grid, sliding_window
-    from voxelflow.patches._zarr_store import label_dtype
+    from voxelflow.patches.slabs import label_dtype
 
     # 1. What the command line alone says, then the machine, then the output's place.
     check_options(

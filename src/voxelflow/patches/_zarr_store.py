@@ -22,11 +22,6 @@ import numpy as np
 import torch
 
 
-def label_dtype(num_classes: int) -> torch.dtype:
-    """The smallest integer dtype that holds ``num_classes`` labels."""
-    return torch.uint8 if num_classes <= 256 else torch.int16
-
-
 def nifti_header(
     spatial_shape: Sequence[int],
     channels: int,

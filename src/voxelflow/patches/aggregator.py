@@ -46,7 +46,6 @@ from voxelflow._errors import (
 from voxelflow._geometry import Triplet, to_triplet
 from voxelflow.batch import SubjectsBatch
 from voxelflow.image import Image, LabelMap, ScalarImage
-from voxelflow.patches._zarr_store import label_dtype
 from voxelflow.patches.accumulators import VECTORISED_MAX_VOXELS, Accumulator, MemoryAccumulator
 from voxelflow.patches.blending import UserWindow, user_window, window_3d
 from voxelflow.patches.location import PatchLocation
@@ -61,6 +60,7 @@ from voxelflow.patches.slabs import (
     Reduce,
     SlabAccumulator,
     ZarrSink,
+    label_dtype,
     memory_slab_accumulator,
     parse_reduce,
     zarr_slab_accumulator,

@@ -30,12 +30,17 @@ import torch
 
 from voxelflow._atomic import atomic_target
 from voxelflow._errors import VoxelflowRuntimeError, VoxelflowValueError, check_choice
-from voxelflow.patches._zarr_store import create_nifti_zarr, label_dtype
+from voxelflow.patches._zarr_store import create_nifti_zarr
 from voxelflow.patches.accumulators import weight_dtype
 from voxelflow.patches.placement import Placement
 
 Reduce = Literal["argmax", "max"]
 REDUCTIONS: tuple[str, ...] = ("argmax", "max")
+
+
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The smallest integer dtype that holds ``num_classes`` labels."""
+    return torch.uint8 if num_classes <= 256 else torch.int16
 
 
 def parse_reduce(reduce: str | None) -> str | None:
@@ -461,6 +466,7 @@ def memory_slab_accumulator(
 
 __all__ = [
     "REDUCTIONS",
+    "label_dtype",
     "MemorySink",
     "Reduce",
     "SlabAccumulator",
