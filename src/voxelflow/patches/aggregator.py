@@ -48,6 +48,7 @@ from voxelflow.batch import SubjectsBatch
 from voxelflow.image import Image, LabelMap, ScalarImage
 from voxelflow.patches.accumulators import VECTORISED_MAX_VOXELS, Accumulator, MemoryAccumulator
 from voxelflow.patches.blending import UserWindow, user_window, window_3d
+from voxelflow.patches.grid import Padding, grid_padding
 from voxelflow.patches.location import PatchLocation
 from voxelflow.patches.placement import (
     Placement,
@@ -424,8 +425,12 @@ class PatchAggregator:
         """Where each patch goes: destination box in the output, source box in the patch."""
         patch_out = tuple(int(n) for n in tensor.shape[2:])
         factor = self._factor(name)
+        paddings: dict[Triplet, Padding] = {}
         plan = []
         for location in locations:
+            size = location.size
+            if size not in paddings:
+                paddings[size] = grid_padding(self.spatial_shape, size, self.patch_overlap)
             placement = place(
                 name=name,
                 spatial_shape=self.spatial_shape,
@@ -434,6 +439,7 @@ class PatchAggregator:
                 crop=self.overlap_mode == "crop",
                 location=location,
                 patch_out=patch_out,
+                padding=paddings[size],
             )
             assert placement is not None  # the whole output: every patch lands somewhere
             plan.append(placement)

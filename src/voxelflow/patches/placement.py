@@ -19,7 +19,7 @@ from typing import Any
 
 from voxelflow._errors import VoxelflowValueError
 from voxelflow._geometry import Triplet, describe, to_triplet
-from voxelflow.patches.grid import grid_padding
+from voxelflow.patches.grid import Padding, grid_padding
 from voxelflow.patches.location import PatchLocation
 
 Box = tuple[slice, slice, slice]
@@ -63,6 +63,7 @@ def place(
     location: PatchLocation,
     patch_out: Sequence[int],
     region: Box | None = None,
+    padding: Padding | None = None,
 ) -> Placement | None:
     """The destination and source boxes of one patch (``None`` if it misses ``region``).
 
@@ -75,6 +76,7 @@ def place(
         location: where the input patch was cut.
         patch_out: the spatial shape of the model's output for it.
         region: a sub-box of the output (output voxels) to restrict to.
+        padding: the grid's padding for this patch size (computed when not given).
 
     Example:
         >>> from voxelflow import PatchLocation
@@ -97,7 +99,8 @@ def place(
             f"PatchAggregator: output {name!r} patches are {describe(patch_out)} "
             f"for input patches of {describe(size)} at {location.index}; {hint}"
         )
-    padding = grid_padding(spatial_shape, size, patch_overlap)
+    if padding is None:
+        padding = grid_padding(spatial_shape, size, patch_overlap)
     for axis in range(3):
         before, after = padding[axis]
         n = spatial_shape[axis]
