@@ -137,17 +137,18 @@ def test_buffer_bound_holds_with_workers() -> None:
     made = [0]
     lock = threading.Lock()
 
-    def count(x: torch.Tensor) -> torch.Tensor:
-        with lock:
-            made[0] += 1
-        return x
+    class Counting(tio.UniformSampler):
+        def extract(self, subject, location):  # type: ignore[no-untyped-def]
+            with lock:
+                made[0] += 1
+            return super().extract(subject, location)
 
     queue = _queue(
         _subjects(12),
+        patch_sampler=Counting(patch_size=4),
         max_length=11,
         patches_per_volume=3,
         num_workers=3,
-        transform=tio.Lambda(count, patchwise=True, types_to_apply=("label",)),
     )
     consumed, worst = 0, 0
     for _ in queue:
@@ -379,12 +380,18 @@ def test_max_memory_uses_real_dtypes() -> None:
     queue = tio.Queue(subjects, sampler, max_length=10, patches_per_volume=2)
     assert queue.max_memory == 10 * 64 * (2 + 2)
     noisy = tio.Queue(subjects, sampler, max_length=10, patches_per_volume=2, transform=tio.Noise())
-    assert noisy.max_memory == 10 * 64 * (4 + 2)  # noise makes int16 float32
+    # the buffer holds int16 patches; noise makes them float32 as they are handed out
+    assert noisy.max_memory == 10 * 64 * (2 + 2)
+    threads = tio.Queue(
+        subjects, sampler, max_length=10, patches_per_volume=2, transform=tio.Noise(), num_workers=2
+    )  # plus the patches the threads transform ahead of the loop
+    assert threads.max_memory == 10 * 64 * (2 + 2) + 4 * 64 * (4 + 2)
     whole = tio.Queue(
         subjects, sampler, max_length=10, patches_per_volume=2, transform=tio.ZNormalization()
     )
-    assert whole.max_memory == 10 * 64 * 6 + 1000 * 6  # plus the subject in flight
-    assert noisy.max_memory_pretty == "3.8 KiB"
+    # the buffer holds normalised float32 patches, plus the subject in flight
+    assert whole.max_memory == 10 * 64 * 6 + 1000 * 6
+    assert noisy.max_memory_pretty == "2.5 KiB"
 
 
 def test_max_memory_counts_volumes_read_whole(tmp_path: Path) -> None:
@@ -400,7 +407,8 @@ def test_max_memory_counts_volumes_read_whole(tmp_path: Path) -> None:
             queue = tio.Queue(
                 subjects, sampler, max_length=10, patches_per_volume=2, num_workers=workers
             )
-            assert queue.max_memory == patches + max(1, workers) * whole
+            ahead = 4 * 64 * 2 if workers else 0
+            assert queue.max_memory == patches + ahead + max(1, workers) * whole
     assert not subjects[0].t1.is_loaded
 
 

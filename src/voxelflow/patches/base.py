@@ -7,7 +7,7 @@ validated here, once, for every sampler.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -67,15 +67,9 @@ class PatchSampler:
         """Where the patches of ``subject`` go (reads headers and sampling maps only)."""
         raise NotImplementedError
 
-    def extract(
-        self,
-        subject: Subject,
-        location: PatchLocation,
-        dtypes: Mapping[str, torch.dtype] | None = None,
-    ) -> Subject:
-        """Read one patch of ``subject`` (copies; lazy images read only the region),
-        the images named in ``dtypes`` converted to those dtypes while they are read."""
-        return extract_patch(subject, location, self.padding_mode, dtypes)
+    def extract(self, subject: Subject, location: PatchLocation) -> Subject:
+        """Read one patch of ``subject`` (copies; lazy images read only the region)."""
+        return extract_patch(subject, location, self.padding_mode)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(patch_size={self.patch_size})"

@@ -12,18 +12,23 @@ How an epoch runs:
    subject: make private copies of its images (the caller's objects are never
    loaded or modified), apply the part of the transform that needs the whole
    volume (if any), ask the sampler for ``patches_per_volume`` locations (from
-   headers and sampling tables), read just those regions (copies), and apply
-   the patchwise part of the transform to each patch. Without a whole-volume
-   transform a ``.nii`` subject is never read whole; sources without cheap
-   region reads (``.nii.gz``) are read once, whole, by the worker and dropped
-   when its patches are cut.
+   headers and sampling tables), and read just those regions (copies), each
+   with the seed of its patchwise transform. Without a whole-volume transform
+   a ``.nii`` subject is never read whole; sources without cheap region reads
+   (``.nii.gz``) are read once, whole, by the worker and dropped when its
+   patches are cut.
 3. **Consume.** Results are taken in plan order into a buffer; with
    ``shuffle_patches`` the buffer is filled as far as ``max_length`` allows and
    a random patch is handed out each time (a shuffle buffer); otherwise
-   patches come first in, first out.
+   patches come first in, first out. The patchwise part of the transform
+   (flips, noise: usually integers becoming floats) is applied as a patch
+   leaves the buffer, by the same number of background threads a few patches
+   ahead of the training loop, so the buffer holds patches in their stored
+   dtype (an int16 volume's patches take half the memory of their float32
+   results).
 
-Bounds: patches in the buffer plus patches of subjects submitted to the
-workers never exceed ``max_length`` (a subject is submitted only when its
+Bounds: patches in the buffer (and being transformed) plus patches of
+subjects submitted to the workers never exceed ``max_length`` (a subject is submitted only when its
 ``patches_per_volume`` fit), at most ``2 * num_workers`` subjects are
 submitted and not yet consumed, and at most ``num_workers`` are being worked
 on (each holding one volume at most). The consumer blocks on the oldest
@@ -46,14 +51,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from voxelflow._errors import VoxelflowRuntimeError, VoxelflowTypeError, VoxelflowValueError
 from voxelflow._format import pretty_bytes
-from voxelflow._random import derive_seed, fresh_seed, make_generator
-from voxelflow.image import INTENSITY
+from voxelflow._random import derive_seed, fresh_seed, make_generator, seed_from
 from voxelflow.patches.base import PatchSampler
+from voxelflow.patches.location import PatchLocation
 from voxelflow.patches.reading import private_copy, reads_whole, subject_name
 from voxelflow.subject import Subject
 from voxelflow.transforms.transform import Transform
 
 TransformLike = Callable[..., Any]
+LOOKAHEAD = 4  # patches taken out of the buffer ahead of the loop (transformed by the threads)
 
 
 def split_transform(
@@ -70,6 +76,17 @@ def split_transform(
     if split is not None:
         return split()  # type: ignore[no-any-return]
     return (None, transform) if getattr(transform, "patchwise", False) else (transform, None)
+
+
+def _output_dtype(transform: TransformLike, image_type: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype ``transform`` gives an image (unchanged for a callable that does not say)."""
+    if isinstance(transform, Transform):
+        return transform.output_dtype(image_type, dtype)
+    return dtype
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def _apply(transform: TransformLike, subject: Subject, generator: torch.Generator) -> Subject:
@@ -116,7 +133,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         ...     num_workers=2, seed=0,
         ... )
         >>> len(queue), queue.max_memory_pretty
-        (12, '16.0 KiB')
+        (12, '24.0 KiB')
         >>> [batch.batch_size for batch in SubjectsLoader(queue, batch_size=5)]
         [5, 5, 2]
     """
@@ -200,27 +217,33 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
 
     @property
     def max_memory(self) -> int:
-        """Bytes of ``max_length`` patches like the first subject's (real dtypes, after the
-        transform), plus the volumes read whole while subjects are prepared: with a
-        whole-volume transform every image, otherwise the images whose region reads cost
-        more than the volume (a ``.nii.gz`` stream, a whole-volume fallback), one subject
-        per worker (their size from the header)."""
+        """Bytes of ``max_length`` patches like the first subject's as the buffer holds them
+        (after the whole-volume transform, before the patchwise one), of the patches being
+        transformed ahead of the loop by the threads, in the dtypes the transform gives), plus
+        the volumes
+        read whole while subjects are prepared: with a whole-volume transform every image,
+        otherwise the images whose region reads cost more than the volume (a ``.nii.gz``
+        stream, a whole-volume fallback), one subject per worker (sizes from the header)."""
         subject = self.subjects[0]
         patch_voxels = math.prod(self.patch_sampler.patch_size)
-        per_patch = whole = 0
+        buffered = transformed = whole = 0
         for image in subject.images.values():
             header = copy.copy(image)  # reading headers must not touch the caller's image
-            dtype = header.dtype
-            if self.transform is not None and hasattr(self.transform, "output_dtype"):
-                dtype = self.transform.output_dtype(image.type, dtype)
-            itemsize = torch.empty((), dtype=dtype).element_size()
-            per_patch += header.num_channels * patch_voxels * itemsize
+            stored = final = header.dtype
+            if self.whole_transform is not None:
+                stored = _output_dtype(self.whole_transform, image.type, stored)
+            if self.transform is not None:
+                final = _output_dtype(self.transform, image.type, final)
+            voxels = header.num_channels * patch_voxels
+            buffered += voxels * _itemsize(stored)
+            transformed += voxels * _itemsize(final)
             volume = header.num_channels * math.prod(header.spatial_shape)
             if self.whole_transform is not None:
-                whole += volume * itemsize
+                whole += volume * _itemsize(stored)
             elif reads_whole(header):
                 whole += header.memory  # read whole, in its own dtype, before cutting
-        return self.max_length * per_patch + max(1, self.num_workers) * whole
+        being_transformed = LOOKAHEAD * transformed if self.num_workers else 0
+        return self.max_length * buffered + being_transformed + max(1, self.num_workers) * whole
 
     @property
     def max_memory_pretty(self) -> str:
@@ -262,8 +285,11 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         return tasks, generator
 
     # ------------------------------------------------------------ producing
-    def produce(self, index: int, seed: int, stop: threading.Event | None = None) -> list[Subject]:
-        """The patches of subject ``index`` (copies), drawn with ``seed``."""
+    def produce(
+        self, index: int, seed: int, stop: threading.Event | None = None
+    ) -> list[tuple[Subject, int]]:
+        """The patches of subject ``index`` (copies, not yet through the patchwise transform),
+        each with the seed of its transform, all drawn with ``seed``."""
         try:
             return self._produce(index, seed, stop)
         except Exception as error:
@@ -274,7 +300,9 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
             error.add_note(f"(while the Queue prepared {where})")
             raise
 
-    def _produce(self, index: int, seed: int, stop: threading.Event | None) -> list[Subject]:
+    def _produce(
+        self, index: int, seed: int, stop: threading.Event | None
+    ) -> list[tuple[Subject, int]]:
         subject = self.subjects[index]
         if not isinstance(subject, Subject):
             raise VoxelflowTypeError(
@@ -290,35 +318,25 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
                 f"Queue: {type(self.patch_sampler).__name__} gave {len(locations)} locations for "
                 f"subject {index}, {self.patches_per_volume} were asked for"
             )
-        dtypes = self._read_dtypes(working)
         patches = []
         for location in locations:
             if stop is not None and stop.is_set():
                 return []
-            patch = self.patch_sampler.extract(working, location, dtypes)
-            if self.patch_transform is not None:
-                patch = _apply(self.patch_transform, patch, generator)
-            patches.append(patch)
+            patch = self.patch_sampler.extract(working, location)
+            patches.append((patch, seed_from(generator)))
         return patches
 
-    def _read_dtypes(self, subject: Subject) -> dict[str, torch.dtype]:
-        """Intensity images the patchwise transform turns from integers into floats are
-        read as floats straight away: the same values, one pass fewer per patch."""
-        transform = self.patch_transform
-        output_dtype = getattr(transform, "output_dtype", None)
-        if output_dtype is None:
-            return {}
-        dtypes = {}
-        for name, image in subject.images.items():
-            stored = image.dtype
-            wanted = output_dtype(image.type, stored)
-            if (
-                image.type == INTENSITY
-                and not stored.is_floating_point
-                and wanted.is_floating_point
-            ):
-                dtypes[name] = wanted
-        return dtypes
+    def finish(self, patch: Subject, seed: int) -> Subject:
+        """Apply the patchwise part of the transform to a patch taken from the buffer."""
+        if self.patch_transform is None:
+            return patch
+        try:
+            return _apply(self.patch_transform, patch, make_generator(seed))
+        except Exception as error:
+            location = patch.get("patch_location")
+            where = f" at {location.index}" if isinstance(location, PatchLocation) else ""
+            error.add_note(f"(while the Queue transformed a patch of {subject_name(patch)}{where})")
+            raise
 
     # ------------------------------------------------------------ consuming
     def __iter__(self) -> Iterator[Subject]:
@@ -330,16 +348,34 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
     ) -> Iterator[Subject]:
         per_volume, max_length = self.patches_per_volume, self.max_length
         workers = self.num_workers
-        executor = (
-            ThreadPoolExecutor(workers, thread_name_prefix="voxelflow-queue") if workers else None
-        )
+        executor = transformer = None
+        if workers:
+            executor = ThreadPoolExecutor(workers, thread_name_prefix="voxelflow-queue")
+            transformer = ThreadPoolExecutor(workers, thread_name_prefix="voxelflow-queue-transform")
         stop = threading.Event()
-        futures: deque[Future[list[Subject]]] = deque()
-        buffer: list[Subject] = []
+        futures: deque[Future[list[tuple[Subject, int]]]] = deque()
+        # patches taken out of the buffer, in hand-out order: being transformed by the
+        # threads (futures), or waiting to be transformed inline. Always LOOKAHEAD of them
+        # when the buffer allows, with or without threads, so the shuffle draws the same
+        # patches in the same order whatever num_workers is
+        ready: deque[Future[Subject] | tuple[Subject, int]] = deque()
+        buffer: list[tuple[Subject, int]] = []
         head = 0  # first unread patch of the buffer when patches are not shuffled
+
+        def take() -> tuple[Subject, int]:
+            nonlocal head
+            if self.shuffle_patches:
+                pick = int(torch.randint(0, len(buffer), (), generator=generator))
+                buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
+                return buffer.pop()
+            item = buffer[head]
+            buffer[head] = None  # type: ignore[call-overload]
+            head += 1
+            return item
+
         try:
             while True:
-                held = len(buffer) - head
+                held = len(buffer) - head + len(ready)
                 if executor is not None:
                     while (
                         pending
@@ -360,21 +396,23 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
                     continue
                 if held == 0:
                     return
-                if self.shuffle_patches:
-                    pick = int(torch.randint(0, len(buffer), (), generator=generator))
-                    buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
-                    yield buffer.pop()
-                else:
-                    patch = buffer[head]
-                    buffer[head] = None  # type: ignore[call-overload]
-                    head += 1
-                    yield patch
+                while len(ready) < LOOKAHEAD and len(buffer) > head:
+                    item = take()
+                    ready.append(
+                        item if transformer is None else transformer.submit(self.finish, *item)
+                    )
+                first = ready.popleft()
+                yield first.result() if isinstance(first, Future) else self.finish(*first)
         finally:
             stop.set()
             for future in futures:
                 future.cancel()
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+            for waiting in ready:
+                if isinstance(waiting, Future):
+                    waiting.cancel()
+            for pool in (executor, transformer):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
 
     def __repr__(self) -> str:
         return (

@@ -18,7 +18,7 @@ backend contract (``region_cost``, ``read_into``), never a concrete backend:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -105,18 +105,14 @@ def read_patch_into(
 
 
 def read_patch(
-    image: Image,
-    location: PatchLocation,
-    padding_mode: str | float | None = None,
-    dtype: torch.dtype | None = None,
+    image: Image, location: PatchLocation, padding_mode: str | float | None = None
 ) -> Image:
     """Read ``location`` of ``image`` as a new in-memory image (a copy).
 
     Only the part of the box inside the image is read from the backend, into
     the one tensor allocated for the patch; the rest is padded with
     ``padding_mode``. The affine puts voxel 0 of the patch at
-    ``location.index`` in the image's grid, padding included. ``dtype``
-    converts the values while they are read (no second pass).
+    ``location.index`` in the image's grid, padding included.
 
     Example:
         >>> import torch, voxelflow as tio
@@ -126,24 +122,19 @@ def read_patch(
         >>> patch.data[0, :, 0, 0].tolist(), float(patch.affine[0, 3])
         ([4.0, 4.0], 1.0)
     """
-    out = torch.empty((image.num_channels, *location.size), dtype=dtype or image.dtype)
+    out = torch.empty((image.num_channels, *location.size), dtype=image.dtype)
     read_patch_into(image, location, out, padding_mode)
     return image.new_like(out, shifted_affine(image.affine, location.index_ini))
 
 
 def extract_patch(
-    subject: Subject,
-    location: PatchLocation,
-    padding_mode: str | float | None = None,
-    dtypes: Mapping[str, torch.dtype] | None = None,
+    subject: Subject, location: PatchLocation, padding_mode: str | float | None = None
 ) -> Subject:
     """A new subject holding ``location`` of every image (copies), with the
-    subject's other entries and ``patch_location`` set to ``location``;
-    ``dtypes`` reads the images it names in those dtypes."""
+    subject's other entries and ``patch_location`` set to ``location``."""
     patch = subject.copy()
-    dtypes = dtypes or {}
     for name, image in subject.images.items():
-        dict.__setitem__(patch, name, read_patch(image, location, padding_mode, dtypes.get(name)))
+        dict.__setitem__(patch, name, read_patch(image, location, padding_mode))
     dict.__setitem__(patch, "patch_location", location)
     return patch
 
