@@ -305,6 +305,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="4 subjects of 128×128×96, patch 32, a 256×256×200 map"
     )
+    parser.add_argument("--skip-labels", action="store_true", help="only part 1 (the epochs)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -376,6 +377,10 @@ def main() -> None:
                 f"peak anon ×{vf['peak_anon_mib'] / base['peak_anon_mib']:.2f}"
             )
 
+    if args.skip_labels:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     label_path = folder / "labels_724x868x724.nii"
     print(
         f"\n## LabelSampler on {'×'.join(map(str, BIG))} uint8 ({np.prod(BIG) / 1e6:.0f} M voxels), "
