@@ -351,7 +351,9 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         executor = transformer = None
         if workers:
             executor = ThreadPoolExecutor(workers, thread_name_prefix="voxelflow-queue")
-            transformer = ThreadPoolExecutor(workers, thread_name_prefix="voxelflow-queue-transform")
+            transformer = ThreadPoolExecutor(
+                workers, thread_name_prefix="voxelflow-queue-transform"
+            )
         stop = threading.Event()
         futures: deque[Future[list[tuple[Subject, int]]]] = deque()
         # patches taken out of the buffer, in hand-out order: being transformed by the
