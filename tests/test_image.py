@@ -111,9 +111,15 @@ def test_nibabel_in_memory_image(ndim: int, rng: np.random.Generator) -> None:
     array = rng.normal(size=shape).astype(np.float32)
     affine = random_affine(rng)
     image = tio.ScalarImage(nib.Nifti1Image(array, affine))
+    assert not image.is_loaded  # lazy through its dataobj, as a file image is
+    expected = nifti_to_cijk(array)
+    np.testing.assert_array_equal(image.read((slice(None), 1, slice(2, 5))), expected[:, 1:2, 2:5])
+    assert not image.is_loaded
+    np.testing.assert_array_equal(image.numpy(), expected)
     assert image.is_loaded
-    np.testing.assert_array_equal(image.numpy(), nifti_to_cijk(array))
     np.testing.assert_array_equal(image.affine, affine)
+    image.unload()
+    assert not image.is_loaded  # and back to lazy: the array is still there to read
 
 
 def test_unsupported_source_type() -> None:
@@ -135,7 +141,7 @@ def test_affine_argument_overrides_file(nii: Path) -> None:
 def test_slice_is_lazy_same_class_and_moves_affine(strict_file: Any, strict_backend: Any) -> None:
     path, expected, affine = strict_file
     for cls in (tio.ScalarImage, tio.LabelMap):
-        image = cls(path, subject_id="s1")
+        image = cls(path, subject_id="s1", dtype="stored")  # the file holds random floats
         strict_backend.log.clear()
         region = image[1:, 2:7:2, ::-1, 3]
         assert type(region) is cls and region.type == image.type

@@ -36,8 +36,10 @@ if TYPE_CHECKING:
         unregister_backend,
         unregister_writer,
     )
+    from voxelflow.affine import AffineMatrix
     from voxelflow.batch import ImagesBatch, SubjectsBatch
     from voxelflow.image import INTENSITY, LABEL, Image, LabelMap, ScalarImage
+    from voxelflow.loader import ImagesLoader, SubjectsDataset, SubjectsLoader
     from voxelflow.patches import (
         GridSampler,
         LabelSampler,
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
 
 #: Public name -> the module that defines it.
 _PUBLIC: dict[str, str] = {
+    "AffineMatrix": "voxelflow.affine",
     "BiasField": "voxelflow.transforms",
     "Blur": "voxelflow.transforms",
     "Clamp": "voxelflow.transforms",
@@ -102,6 +105,7 @@ _PUBLIC: dict[str, str] = {
     "INTENSITY": "voxelflow.image",
     "Image": "voxelflow.image",
     "ImagesBatch": "voxelflow.batch",
+    "ImagesLoader": "voxelflow.loader",
     "KeepLargestComponent": "voxelflow.transforms",
     "LABEL": "voxelflow.image",
     "LabelMap": "voxelflow.image",
@@ -135,6 +139,8 @@ _PUBLIC: dict[str, str] = {
     "Standardize": "voxelflow.transforms",
     "Subject": "voxelflow.subject",
     "SubjectsBatch": "voxelflow.batch",
+    "SubjectsDataset": "voxelflow.loader",
+    "SubjectsLoader": "voxelflow.loader",
     "Transform": "voxelflow.transforms",
     "UniformSampler": "voxelflow.patches",
     "VoxelflowError": "voxelflow._errors",
@@ -155,6 +161,7 @@ _PUBLIC: dict[str, str] = {
 __all__ = [
     "INTENSITY",
     "LABEL",
+    "AffineMatrix",
     "BiasField",
     "Blur",
     "Clamp",
@@ -168,6 +175,7 @@ __all__ = [
     "HistogramStandardization",
     "Image",
     "ImagesBatch",
+    "ImagesLoader",
     "KeepLargestComponent",
     "LabelMap",
     "LabelSampler",
@@ -200,6 +208,8 @@ __all__ = [
     "Standardize",
     "Subject",
     "SubjectsBatch",
+    "SubjectsDataset",
+    "SubjectsLoader",
     "Transform",
     "UniformSampler",
     "VoxelflowError",

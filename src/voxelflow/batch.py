@@ -65,6 +65,11 @@ class ImagesBatch:
     def batch_size(self) -> int:
         return int(self.data.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where ``data`` lives."""
+        return self.data.device
+
     def __len__(self) -> int:
         return self.batch_size
 
@@ -136,6 +141,17 @@ class SubjectsBatch:
     def __len__(self) -> int:
         return self.batch_size
 
+    @property
+    def device(self) -> torch.device:
+        """Where the image batches live (the CPU for a batch without images)."""
+        devices = {batch.device for batch in self.images.values()}
+        if len(devices) > 1:
+            raise VoxelflowValueError(
+                f"SubjectsBatch: its images live on different devices ({sorted(map(str, devices))}); "
+                "move them together with batch.to(device)"
+            )
+        return devices.pop() if devices else torch.device("cpu")
+
     def __getitem__(self, name: str) -> ImagesBatch | list[Any]:
         if name in self.images:
             return self.images[name]
@@ -187,8 +203,7 @@ class SubjectsBatch:
 
 def _read(image: Image) -> torch.Tensor:
     """The image's tensor; a lazy image is read without caching (the caller's stays lazy)."""
-    data = getattr(image, "_data", None)
-    return data if data is not None else image.dataobj.read(None)
+    return image.read()
 
 
 def collate_subjects(subjects: Sequence[Subject]) -> SubjectsBatch:

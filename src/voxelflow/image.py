@@ -17,6 +17,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from voxelflow import _dtype
+from voxelflow._dtype import INTENSITY, LABEL, STORED, DtypeRequest
 from voxelflow._errors import (
     VoxelflowFileNotFoundError,
     VoxelflowTypeError,
@@ -24,7 +26,8 @@ from voxelflow._errors import (
     check_choice,
 )
 from voxelflow._format import pretty_bytes
-from voxelflow._indexing import normalize_index, region_affine, to_box
+from voxelflow._indexing import Box, normalize_index, region_affine, to_box
+from voxelflow.affine import AffineMatrix, as_affine
 from voxelflow.backends import (
     ArrayLikeBackend,
     BackendProtocol,
@@ -35,9 +38,9 @@ from voxelflow.backends import (
     open_backend,
 )
 from voxelflow.backends.base import Backend
+from voxelflow.backends.nibabel_image import NibabelImageBackend
 
-INTENSITY = "intensity"
-LABEL = "label"
+__all__ = ["INTENSITY", "LABEL", "STORED", "Image", "LabelMap", "ScalarImage"]
 
 Source = str | os.PathLike[str] | torch.Tensor | np.ndarray | nib.spatialimages.SpatialImage
 Caching = Literal["fill", "unchanged"]
@@ -48,12 +51,19 @@ class Image:
 
     Args:
         source: a local path, a URI, a ``torch.Tensor`` or ``np.ndarray`` of shape
-            ``(C, I, J, K)``, or a nibabel image.
-        affine: 4×4 voxel-to-world matrix; overrides the file's (default for
-            tensors: identity).
+            ``(C, I, J, K)``, or a nibabel image (kept lazy through its ``dataobj``).
+        affine: 4×4 voxel-to-world matrix; overrides the file's everywhere,
+            ``image.dataobj.affine`` included (default for tensors: identity).
         reader: ``reader(path, **reader_kwargs) -> (array, affine)``. If ``array``
             is lazy (an ``h5py`` dataset, a ``zarr`` array, a memory map: anything
-            with ``shape``, ``dtype`` and slicing) the image stays lazy.
+            with ``shape``, ``dtype`` and slicing) the image stays lazy. ``path`` is
+            passed as given: it need not be a file that exists.
+        reader_kwargs: keyword arguments for ``reader`` (only with ``reader=``;
+            the built-in backends take ``backend_options=``).
+        dtype: the dtype of ``data`` for values read from storage. By default
+            intensity images give ``torch.float32`` and label maps integers (see
+            ``voxelflow._dtype``); ``"stored"`` keeps the file's type; a
+            ``torch.dtype`` converts to it (also for tensor sources).
         backend: force a registered backend by name (see
             :func:`voxelflow.backends.register_backend`).
         backend_options: keyword arguments for the backend's factory.
@@ -63,13 +73,12 @@ class Image:
 
     Example:
         >>> import voxelflow as tio
-        >>> from nibabel.testing import data_path
-        >>> image = tio.ScalarImage(f"{data_path}/example4d.nii.gz")
-        >>> image.shape  # header only
-        (2, 128, 96, 24)
+        >>> image = tio.ScalarImage(tio.datasets.nibabel_file("example4d.nii.gz"))
+        >>> image.shape, image.stored_dtype, image.dtype  # header only
+        ((2, 128, 96, 24), torch.int16, torch.float32)
         >>> patch = image[:, 10:20, 10:20, 5:10]
-        >>> image.is_loaded, tuple(patch.data.shape)
-        (False, (2, 10, 10, 5))
+        >>> image.is_loaded, tuple(patch.data.shape), patch.data.dtype
+        (False, (2, 10, 10, 5), torch.float32)
     """
 
     type: str = INTENSITY
@@ -81,6 +90,7 @@ class Image:
         affine: np.ndarray | torch.Tensor | None = None,
         reader: Callable[..., tuple[Any, Any]] | None = None,
         reader_kwargs: Mapping[str, Any] | None = None,
+        dtype: DtypeRequest = None,
         backend: str | None = None,
         backend_options: Mapping[str, Any] | None = None,
         tensor: torch.Tensor | np.ndarray | None = None,
@@ -95,6 +105,12 @@ class Image:
                 f"{self.__class__.__name__}: pass exactly one of a source, tensor= or path="
             )
         source = source if source is not None else (tensor if tensor is not None else path)
+        if reader_kwargs and reader is None:
+            raise VoxelflowTypeError(
+                f"{self.__class__.__name__}({_describe(source)}): reader_kwargs= are passed to "
+                "a custom reader=, and none was given; options of the built-in backends go in "
+                "backend_options= (e.g. backend_options={'gz_access': 'index'})"
+            )
         backend_options = dict(backend_options or {})
         if level is not None:
             backend_options["level"] = level
@@ -103,7 +119,8 @@ class Image:
         if type is not None:
             self.type = type
         self.metadata: dict[str, Any] = dict(metadata)
-        self._affine = None if affine is None else _as_affine(affine)
+        self._dtype_request = _dtype.check_request(dtype, self.__class__.__name__)
+        self._affine: AffineMatrix | None = None if affine is None else as_affine(affine, copy=True)
         self._data: torch.Tensor | None = None
         self._fdata: np.ndarray | None = None
         self._backend: BackendProtocol | None = None
@@ -111,12 +128,15 @@ class Image:
         self._open_args: tuple[Any, ...] | None = None
 
         if isinstance(source, torch.Tensor | np.ndarray):
-            self._set_tensor(as_4d_tensor(source, what=self.__class__.__name__))
+            tensor_data = as_4d_tensor(source, what=self.__class__.__name__)
+            if isinstance(self._dtype_request, torch.dtype):
+                tensor_data = _dtype.convert(tensor_data, self._dtype_request, self._label)
+            self._set_tensor(tensor_data)
         elif isinstance(source, nib.spatialimages.SpatialImage):
             self._init_nibabel(source)
         elif isinstance(source, str | os.PathLike):
             self._path = os.fspath(source)
-            if "://" not in self._path and not os.path.exists(self._path):
+            if reader is None and "://" not in self._path and not os.path.exists(self._path):
                 raise VoxelflowFileNotFoundError(
                     f"{self._path}: no such file or directory; check the path "
                     f"(current directory: {os.getcwd()})"
@@ -135,25 +155,21 @@ class Image:
 
     # ------------------------------------------------------------ construction
     def _set_tensor(self, tensor: torch.Tensor) -> None:
+        """Make ``tensor`` the image's data and only source (the affine is kept)."""
         self._data = tensor
-        self._backend = TensorBackend(tensor, self.affine if self._affine is not None else None)
+        self._fdata = None
+        self._backend = TensorBackend(tensor, self._affine)
 
     def _init_nibabel(self, image: nib.spatialimages.SpatialImage) -> None:
-        if self._affine is None:
-            self._affine = _as_affine(image.affine)
         filename = image.get_filename()
         if not image.in_memory and filename and not isinstance(image.dataobj, np.ndarray):
             self._path = os.fspath(filename)
             self._open_args = (None, {}, None, {})
+            if self._affine is None:
+                self._affine = as_affine(image.affine, copy=True)
             return
-        array = np.asanyarray(image.dataobj)
-        if array.ndim == 3:
-            array = array[None]
-        elif array.ndim == 4:
-            array = np.moveaxis(array, -1, 0)
-        elif array.ndim == 5:
-            array = np.moveaxis(array.reshape(*array.shape[:3], -1, order="F"), -1, 0)
-        self._set_tensor(as_4d_tensor(np.ascontiguousarray(array), what="nibabel image"))
+        # In memory or without a file: read through its dataobj, region by region.
+        self._backend = NibabelImageBackend(image, self._affine)
 
     @classmethod
     def _from_backend(cls, like: Image, backend: BackendProtocol, affine: np.ndarray) -> Image:
@@ -161,21 +177,35 @@ class Image:
         new.__dict__.update(like.__dict__)
         new.metadata = dict(like.metadata)
         new._backend = backend
-        new._affine = affine
+        new._affine = as_affine(affine)
         new._data = None
         new._fdata = None
         new._open_args = None
         return new
 
-    def new_like(self, tensor: torch.Tensor, affine: np.ndarray | None = None) -> Image:
-        """A new in-memory image of the same class, type and metadata holding ``tensor``."""
+    def new_like(
+        self,
+        tensor: torch.Tensor | np.ndarray | None = None,
+        affine: np.ndarray | torch.Tensor | None = None,
+        *,
+        data: torch.Tensor | np.ndarray | None = None,
+    ) -> Image:
+        """A new in-memory image of the same class, type and metadata holding ``data``.
+
+        ``new_like(data=..., affine=...)`` (TorchIO 2.0) and ``new_like(tensor, affine)``
+        both work; ``affine`` defaults to this image's.
+        """
+        if (tensor is None) == (data is None):
+            raise VoxelflowTypeError(
+                f"{self._label}: new_like takes the new data once, as new_like(data=tensor) "
+                "or new_like(tensor)"
+            )
         new = self.__class__.__new__(self.__class__)
         new.__dict__.update(self.__dict__)
         new.metadata = dict(self.metadata)
-        new._affine = self.affine if affine is None else _as_affine(affine)
-        new._fdata = None
+        new._affine = as_affine(self.affine if affine is None else affine, copy=True)
         new._open_args = None
-        new._set_tensor(as_4d_tensor(tensor))
+        new._set_tensor(as_4d_tensor(tensor if tensor is not None else data))
         return new
 
     def lazy_like(self, backend: BackendProtocol) -> Image:
@@ -188,15 +218,16 @@ class Image:
     # ------------------------------------------------------------------ backend
     @property
     def dataobj(self) -> BackendProtocol:
-        """The backend. ``dataobj[...]`` reads a region as a 4-D tensor without caching;
-        ``np.asarray(image.dataobj)`` reads the whole array without caching."""
+        """The backend. ``dataobj[...]`` reads a region as a 4-D tensor of the stored
+        dtype without caching; ``np.asarray(image.dataobj)`` reads the whole array."""
         if self._backend is None:
             assert self._path is not None and self._open_args is not None
             reader, reader_kwargs, backend, options = self._open_args
             if reader is not None:
-                self._backend = _reader_backend(self._path, reader, reader_kwargs)
+                opened: BackendProtocol = _reader_backend(self._path, reader, reader_kwargs)
             else:
-                self._backend = open_backend(self._path, backend=backend, **options)
+                opened = open_backend(self._path, backend=backend, **options)
+            self._backend = opened if self._affine is None else _with_affine(opened, self._affine)
         return self._backend
 
     @property
@@ -223,33 +254,43 @@ class Image:
         return self.shape[0]
 
     @property
-    def affine(self) -> np.ndarray:
-        """4×4 ``float64`` voxel-to-world (RAS+) matrix."""
+    def affine(self) -> AffineMatrix:
+        """4×4 ``float64`` voxel-to-world (RAS+) matrix: an :class:`~voxelflow.AffineMatrix`."""
         if self._affine is not None:
             return self._affine
-        return np.asarray(self.dataobj.affine, dtype=np.float64)
+        return as_affine(self.dataobj.affine)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size along I, J, K in world units (mm)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return self.affine.spacing
 
     @property
     def origin(self) -> tuple[float, float, float]:
         """World position of voxel (0, 0, 0)."""
-        return tuple(float(x) for x in self.affine[:3, 3])  # type: ignore[return-value]
+        return self.affine.origin
 
     @property
     def orientation(self) -> tuple[str, str, str]:
         """Axis codes, e.g. ``('R', 'A', 'S')``."""
-        return tuple(nib.aff2axcodes(self.affine))  # type: ignore[return-value]
+        return self.affine.orientation
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype of ``data`` (after any scaling stored in the file)."""
+        """The dtype of ``data``, known from the header (see the ``dtype=`` argument)."""
         if self._data is not None:
             return self._data.dtype
+        return _dtype.target_dtype(self.type, self.dataobj.dtype, self._dtype_request)
+
+    @property
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype the storage holds (after ``scl_slope``/``scl_inter`` scaling)."""
         return self.dataobj.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where ``data`` lives (the CPU for an image read from storage)."""
+        return self._data.device if self._data is not None else torch.device("cpu")
 
     @property
     def memory(self) -> int:
@@ -280,37 +321,88 @@ class Image:
         return self.data
 
     def set_data(self, tensor: torch.Tensor | np.ndarray) -> None:
-        """Replace the data by ``tensor`` (the image becomes an in-memory image)."""
-        self._fdata = None
-        self._set_tensor(as_4d_tensor(tensor, what=self._label))
+        """Replace the data by ``tensor``, kept as given; the affine is kept (read from the
+        header if need be). The image becomes an in-memory image."""
+        tensor = as_4d_tensor(tensor, what=self._label)
+        self._affine = self.affine
+        self._set_tensor(tensor)
+
+    def read(self, key: Any = None) -> torch.Tensor:
+        """The values at ``key`` (any index ``image[...]`` takes; ``None`` for all) as a
+        tensor of :attr:`dtype`, read without caching: the image stays as it is.
+
+        Only the region is read from storage, and only the region is converted.
+        On a loaded image the result may share memory with ``data``: treat it as
+        read-only.
+        """
+        box: Box | None = None
+        flips: tuple[int, ...] = ()
+        if key is not None:
+            ranges = normalize_index(key, self.shape, what=self._label)
+            box, flips = to_box(ranges)
+            if all(
+                s.start == 0 and s.stop == n and s.step == 1
+                for s, n in zip(box, self.shape, strict=True)
+            ):
+                box = None
+        if self._data is not None:
+            region = self._data if box is None else self._data[box]
+        else:
+            stored = self.dataobj.read(box)
+            region = _dtype.convert(stored, self.dtype, self._label)
+        return region.flip(flips) if flips else region
 
     def load(self) -> None:
         """Read the whole volume into memory (no-op when already loaded)."""
         if self._data is None:
-            self._data = self.dataobj.read(None)
+            self._data = self.read()
 
     def unload(self) -> None:
         """Drop the cache; an image with a file source goes back to lazy.
 
         In-memory (tensor) images keep their data: there is nothing to reload it from.
         """
-        if self._backend is not None and self._backend.in_memory:
-            self._fdata = None
+        self._fdata = None
+        if isinstance(self._backend, TensorBackend):
             return
         self._data = None
-        self._fdata = None
         release = getattr(self._backend, "release", None)
         if release is not None:
             release()
 
     uncache = unload  # nibabel's name
 
+    def to(self, *args: Any, **kwargs: Any) -> Image:
+        """Move or cast the data as ``torch.Tensor.to`` does, in place; returns ``self``.
+
+        A dtype alone (``image.to(torch.float16)``) changes what reads give from
+        now on, and converts the data if it is loaded; an unloaded image stays
+        unloaded. Anything else (a device) loads the data and makes the image an
+        in-memory image, keeping its affine (as TorchIO does).
+        """
+        dtype = args[0] if args else kwargs.get("dtype")
+        if isinstance(dtype, torch.dtype) and len(args) + len(kwargs) == 1:
+            self._dtype_request = dtype
+            self._fdata = None
+            if self._data is not None:
+                converted = self._data.to(dtype)
+                if isinstance(self._backend, TensorBackend):
+                    self._set_tensor(converted)
+                else:
+                    self._data = converted
+            return self
+        moved = self.data.to(*args, **kwargs)
+        if moved is not self._data:
+            self.set_data(moved)
+        return self
+
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (on the CPU)."""
         return self.data.detach().cpu().numpy()
 
     def get_fdata(self, caching: Caching = "fill", dtype: Any = np.float64) -> np.ndarray:
-        """Floating-point ``(C, I, J, K)`` array, with nibabel's caching rules.
+        """Floating-point ``(C, I, J, K)`` array of the stored values, with nibabel's
+        caching rules.
 
         ``caching="fill"`` keeps the array, so the next call returns the same
         object; ``"unchanged"`` leaves an unloaded image unloaded.
@@ -336,7 +428,7 @@ class Image:
     def __getitem__(self, key: Any) -> Image:
         """A new image of the region, affine moved to its first voxel; reads nothing if lazy."""
         ranges = normalize_index(key, self.shape, what=self._label)
-        affine = region_affine(self.affine, ranges)
+        affine = region_affine(self.affine.numpy(), ranges)
         if self._data is not None:
             box, flips = to_box(ranges)
             region = self._data[box]
@@ -395,13 +487,10 @@ class LabelMap(Image):
 
 
 # ---------------------------------------------------------------------- helpers
-def _as_affine(affine: Any) -> np.ndarray:
-    array = np.asarray(
-        affine.cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64
-    )
-    if array.shape != (4, 4):
-        raise VoxelflowValueError(f"affine must be a 4×4 matrix, got shape {array.shape}")
-    return array
+def _describe(source: Any) -> str:
+    if isinstance(source, str | os.PathLike):
+        return repr(os.fspath(source))
+    return type(source).__name__
 
 
 def _reader_backend(path: str, reader: Callable[..., Any], kwargs: dict[str, Any]) -> Backend:
@@ -411,9 +500,43 @@ def _reader_backend(path: str, reader: Callable[..., Any], kwargs: dict[str, Any
             f"{path}: a reader must return (array, affine), got {result.__class__.__name__}"
         )
     array, affine = result
-    affine = np.eye(4) if affine is None else _as_affine(affine)
+    affine = np.eye(4) if affine is None else as_affine(affine).numpy()
     if isinstance(array, torch.Tensor | np.ndarray) and not isinstance(array, np.memmap):
         if array.ndim == 3:
             array = array[None]
         return TensorBackend(as_4d_tensor(array, what=path), affine)
     return ArrayLikeBackend(array, affine, path=path)
+
+
+def _with_affine(backend: BackendProtocol, affine: AffineMatrix) -> BackendProtocol:
+    """``backend`` reporting ``affine`` (an ``affine=`` override) instead of its file's."""
+    try:
+        backend.affine = affine.numpy()  # type: ignore[misc]
+    except AttributeError:  # a read-only property: view it through a full window
+        return _AffineOverride(backend, affine.numpy())
+    return backend
+
+
+class _AffineOverride(Backend):
+    """``parent`` under another affine (for backends whose ``affine`` is read-only)."""
+
+    def __init__(self, parent: BackendProtocol, affine: np.ndarray) -> None:
+        self.parent = parent
+        self.affine = affine
+        self.shape = parent.shape
+        self.path = parent.path
+        self.region_reads = parent.region_reads
+        self.in_memory = parent.in_memory
+
+    @property
+    def dtype(self) -> torch.dtype:  # type: ignore[override]
+        return self.parent.dtype
+
+    def read(self, box: Box | None = None) -> torch.Tensor:
+        return self.parent.read(box)
+
+    def release(self) -> None:
+        release = getattr(self.parent, "release", None)
+        if release is not None:
+            release()
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from voxelflow._errors import (
@@ -17,10 +17,13 @@ from voxelflow.image import INTENSITY, Image
 class Subject(dict):  # type: ignore[type-arg]
     """Images and metadata by name: ``subject.t1`` and ``subject["t1"]``.
 
-    Every ``Image`` entry must share one spatial shape; other entries are
-    metadata (ages, ids, a patch location). Indexing with something that is not
-    a string slices every image spatially at once (up to three indices over
-    ``I, J, K``) and returns a new subject.
+    A subject holds at least one ``Image``; every image must share one spatial
+    shape; other entries are metadata (ages, ids, a patch location). As in
+    TorchIO 2.0, iterating a subject (and ``len``) goes over its *images*;
+    ``keys()``, ``items()`` and ``values()`` are those of the dict of every
+    entry. Indexing with something that is not a string slices every image
+    spatially at once (up to three indices over ``I, J, K``; the images must
+    agree on their spatial shape) and returns a new subject.
 
     Example:
         >>> import torch, voxelflow as tio
@@ -33,6 +36,8 @@ class Subject(dict):  # type: ignore[type-arg]
         ((10, 12, 8), 42)
         >>> subject[2:6].spatial_shape
         (4, 12, 8)
+        >>> list(subject), len(subject)  # images only, as in TorchIO
+        (['t1', 'seg'], 2)
     """
 
     def __init__(self, *args: dict[str, Any], **entries: Any) -> None:
@@ -43,8 +48,22 @@ class Subject(dict):  # type: ignore[type-arg]
         for key in entries:
             if not isinstance(key, str):
                 raise VoxelflowTypeError(f"Subject: keys must be strings, got {key!r}")
+        if not any(isinstance(value, Image) for value in entries.values()):
+            given = f" (got only: {', '.join(entries)})" if entries else ""
+            raise VoxelflowValueError(
+                f"Subject needs at least one image{given}; pass images by name, e.g. "
+                "Subject(t1=tio.ScalarImage('t1.nii.gz'), age=42)"
+            )
         super().__init__(**entries)
         self.__dict__["_applied_transforms"] = []
+
+    def __iter__(self) -> Iterator[str]:
+        """The names of the images (not the metadata), as TorchIO 2.0 iterates a subject."""
+        return iter(self.images)
+
+    def __len__(self) -> int:
+        """The number of images."""
+        return len(self.images)
 
     # -------------------------------------------------------------- access
     def __getattr__(self, name: str) -> Any:
@@ -52,7 +71,7 @@ class Subject(dict):  # type: ignore[type-arg]
             return self[name]
         except KeyError:
             raise AttributeError(
-                f"Subject has no entry or attribute {name!r}; entries: {', '.join(self)}"
+                f"Subject has no entry or attribute {name!r}; entries: {', '.join(self.keys())}"
             ) from None
 
     def __getitem__(self, key: Any) -> Any:
@@ -61,14 +80,15 @@ class Subject(dict):  # type: ignore[type-arg]
                 return dict.__getitem__(self, key)
             except KeyError:
                 raise VoxelflowKeyError(
-                    f"Subject has no entry {key!r}; entries: {', '.join(self) or 'none'}."
-                    + did_you_mean(key, tuple(self))
+                    f"Subject has no entry {key!r}; entries: {', '.join(self.keys()) or 'none'}."
+                    + did_you_mean(key, tuple(self.keys()))
                 ) from None
         spatial = key if isinstance(key, tuple) else (key,)
         if Ellipsis not in spatial and len(spatial) > 3:
             raise VoxelflowValueError(
                 f"Subject slicing takes at most 3 spatial indices (I, J, K), got {len(spatial)}"
             )
+        self.check_consistent_space()  # one index must mean the same voxels in every image
         new = self.copy()
         for name, image in self.get_images_dict(intensity_only=False).items():
             dict.__setitem__(new, name, image[(slice(None), *spatial)])
@@ -113,7 +133,7 @@ class Subject(dict):  # type: ignore[type-arg]
     @property
     def images(self) -> dict[str, Image]:
         """Every image, by name."""
-        return self.get_images_dict(intensity_only=False)
+        return {name: value for name, value in self.items() if isinstance(value, Image)}
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -195,5 +215,11 @@ class Subject(dict):  # type: ignore[type-arg]
     def is_loaded(self) -> bool:
         return all(image.is_loaded for image in self.images.values())
 
+    def to(self, *args: Any, **kwargs: Any) -> Subject:
+        """``Image.to(...)`` on every image, in place; returns ``self`` (as TorchIO)."""
+        for image in self.images.values():
+            image.to(*args, **kwargs)
+        return self
+
     def __repr__(self) -> str:
-        return f"Subject(keys: {tuple(self)}; images: {len(self.images)})"
+        return f"Subject(keys: {tuple(self.keys())}; images: {len(self.images)})"

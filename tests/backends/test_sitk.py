@@ -55,8 +55,8 @@ def scalar(rng: np.random.Generator) -> np.ndarray:
 def test_sitk_formats_equal_nifti(tmp_path: Path, scalar: np.ndarray, suffix: str) -> None:
     nib.save(nib.Nifti1Image(scalar, ras_affine()), tmp_path / "ref.nii")
     sitk.WriteImage(sitk_image(scalar.transpose(2, 1, 0)), str(tmp_path / f"img{suffix}"))
-    reference = tio.ScalarImage(tmp_path / "ref.nii")
-    image = tio.ScalarImage(tmp_path / f"img{suffix}")
+    reference = tio.ScalarImage(tmp_path / "ref.nii", dtype="stored")
+    image = tio.ScalarImage(tmp_path / f"img{suffix}", dtype="stored")
     assert isinstance(image.dataobj, SimpleITKBackend)
     assert image.shape == reference.shape == (1, 6, 7, 8)
     assert image.dtype == reference.dtype == torch.int16

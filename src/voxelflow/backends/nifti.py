@@ -69,9 +69,9 @@ class NiftiHeader:
     """What voxelflow needs from a NIfTI header, in plain types (pickles cleanly).
 
     Example:
-        >>> from nibabel.testing import data_path
+        >>> import voxelflow as tio
         >>> from voxelflow.backends import NiftiHeader
-        >>> header = NiftiHeader.read(f"{data_path}/functional.nii")
+        >>> header = NiftiHeader.read(tio.datasets.nibabel_file("functional.nii"))
         >>> header.shape, header.raw_dtype.name, header.dtype.name  # scaled int16 reads as float32
         ((20, 17, 21, 3), 'int16', 'float32')
     """
@@ -202,8 +202,7 @@ class NiftiBackend(Backend):
 
     Example:
         >>> import voxelflow as tio
-        >>> from nibabel.testing import data_path
-        >>> image = tio.ScalarImage(f"{data_path}/anatomical.nii")
+        >>> image = tio.ScalarImage(tio.datasets.nibabel_file("anatomical.nii"))
         >>> image.dataobj[:, 10:12, 20:23, 5].shape
         torch.Size([1, 2, 3, 1])
     """
@@ -351,8 +350,7 @@ class NiftiGzBackend(NiftiBackend):
 
     Example:
         >>> import voxelflow as tio
-        >>> from nibabel.testing import data_path
-        >>> image = tio.ScalarImage(f"{data_path}/example4d.nii.gz",
+        >>> image = tio.ScalarImage(tio.datasets.nibabel_file("example4d.nii.gz"),
         ...                         backend_options={"gz_access": "decode"})
         >>> image.dataobj[:, 10:12, 20:23, 5].shape
         torch.Size([2, 2, 3, 1])

@@ -130,9 +130,9 @@ def open_backend(
     ``backend`` forces a registered backend by name; ``options`` go to its factory.
 
     Example:
-        >>> from nibabel.testing import data_path
+        >>> import voxelflow as tio
         >>> from voxelflow.backends import open_backend
-        >>> backend = open_backend(f"{data_path}/anatomical.nii")
+        >>> backend = open_backend(tio.datasets.nibabel_file("anatomical.nii"))
         >>> type(backend).__name__, backend.shape
         ('NiftiBackend', (1, 33, 41, 25))
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from voxelflow._errors import VoxelflowValueError
@@ -18,6 +20,8 @@ class PatchLocation:
         (14, 4, 9)
         >>> location.to_slices()
         (slice(10, 14, None), slice(0, 4, None), slice(5, 9, None))
+        >>> location.scaled(0.5)  # the same box on a grid of half the resolution
+        PatchLocation(index=(5, 0, 3), size=(2, 2, 2))
     """
 
     index: tuple[int, int, int]
@@ -48,3 +52,22 @@ class PatchLocation:
     def to_slices(self) -> tuple[slice, slice, slice]:
         """Spatial slices, usable as ``image[(slice(None), *location.to_slices())]``."""
         return tuple(slice(i, f) for i, f in zip(self.index_ini, self.index_fin, strict=True))  # type: ignore[return-value]
+
+    def scaled(self, factor: float | Sequence[float]) -> PatchLocation:
+        """The box on a grid ``factor`` times as fine (one factor or one per axis).
+
+        As in TorchIO, the first voxel and the size are each scaled and rounded
+        to the nearest voxel (halves up, at least one voxel), so patches of one
+        size keep one size: e.g. where a model's output, at half the input's
+        resolution, goes in the output volume.
+        """
+        factors = (factor,) * 3 if isinstance(factor, int | float) else tuple(factor)
+        if len(factors) != 3 or not all(float(f) > 0 for f in factors):
+            raise VoxelflowValueError(
+                f"PatchLocation.scaled: factor must be a positive number or three, got {factor!r}"
+            )
+        index = [math.floor(i * float(f) + 0.5) for i, f in zip(self.index, factors, strict=True)]
+        size = [
+            max(1, math.floor(s * float(f) + 0.5)) for s, f in zip(self.size, factors, strict=True)
+        ]
+        return PatchLocation(tuple(index), tuple(size))  # type: ignore[arg-type]

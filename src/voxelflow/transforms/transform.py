@@ -73,9 +73,9 @@ def record(subject: Subject, entry: AppliedTransform) -> Subject:
 
 
 def image_tensor(image: Image) -> torch.Tensor:
-    """The image's whole tensor, read without caching it in ``image`` (read-only)."""
-    data = getattr(image, "_data", None)
-    return data if data is not None else image.dataobj.read(None)  # type: ignore[no-any-return]
+    """The image's whole tensor (``data``'s dtype), read without caching it in ``image``
+    (read-only)."""
+    return image.read()
 
 
 def uniform(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
