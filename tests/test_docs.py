@@ -1,13 +1,24 @@
-"""The README's and docs/'s Python code blocks run as written, so they cannot rot.
+"""The README's and docs/'s Python code blocks run as written, as a user would run them.
 
-Each ```python block runs in a fresh namespace, in a temporary working directory.
-Blocks of one page share nothing. A block preceded by ``<!-- no-test -->`` is skipped
-(use it only for code that needs a GPU or a cloud account).
+Every ```python block runs in an environment with voxelflow and its dependencies
+alone (no pytest, no test packages): the ``.venv-docs`` that ``scripts/test.sh``
+makes with ``pip install -e .`` at the lock's versions (``$VOXELFLOW_DOCS_PYTHON``),
+or, when pytest is run directly, the one this module makes or reuses the same
+way. Each block runs in a fresh namespace with a fresh temporary directory as its
+working directory, so a block cannot lean on another's variables or files: a
+reader can copy any one of them. A page's blocks run in one process, in order.
+A block preceded by ``<!-- no-test -->`` is skipped (only for code that needs a
+GPU or a cloud account).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -16,18 +27,117 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- no-test -->\s*)?```python\n(.*?)```", re.S)
 
+# Runs in the docs environment: each block in a fresh namespace and a fresh directory.
+RUNNER = r"""
+import contextlib, io, json, os, sys, tempfile, traceback
+blocks = json.load(sys.stdin)
+results = []
+for name, code in blocks:
+    with tempfile.TemporaryDirectory() as where:
+        os.chdir(where)
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                exec(compile(code, name, "exec"), {"__name__": "__main__"})
+            error = None
+        except BaseException:
+            error = traceback.format_exc()
+        os.chdir("/")
+    results.append({"name": name, "output": output.getvalue(), "error": error})
+json.dump(results, sys.stdout)
+"""
 
-def _blocks() -> list[tuple[str, int, str]]:
+
+def _blocks(page: Path) -> list[tuple[str, str]]:
     found = []
-    for page in PAGES:
-        for number, match in enumerate(BLOCK.finditer(page.read_text())):
-            if match.group(1):
-                continue
-            found.append((page.name, number, match.group(2)))
+    for number, match in enumerate(BLOCK.finditer(page.read_text())):
+        if not match.group(1):
+            found.append((f"{page.name}[block {number}]", match.group(2)))
     return found
 
 
-@pytest.mark.parametrize(("page", "number", "code"), _blocks(), ids=lambda v: str(v)[:30])
-def test_code_block_runs(page: str, number: int, code: str, tmp_path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"{page}[block {number}]", "exec"), {"__name__": "__docs__"})
+def _cases() -> list[tuple[str, int]]:
+    return [(page.name, n) for page in PAGES for n in range(len(_blocks(page)))]
+
+
+@cache
+def docs_python() -> str:
+    """The interpreter of the docs environment (made or reused by scripts/_venv.sh)."""
+    given = os.environ.get("VOXELFLOW_DOCS_PYTHON")
+    if given:
+        return given
+    venv = ROOT / ".venv-docs"
+    subprocess.run(
+        ["bash", "-c", f'source scripts/_venv.sh && setup_venv "{venv}" ""'],
+        cwd=ROOT,
+        check=True,
+    )
+    return str(venv / "bin" / "python")
+
+
+def _user_env() -> dict[str, str]:
+    """The caller's environment, but importing voxelflow from this checkout and nothing
+    from the test environment's paths."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+@cache
+def _run_page(name: str) -> dict[int, dict[str, str | None]]:
+    page = next(p for p in PAGES if p.name == name)
+    blocks = _blocks(page)
+    done = subprocess.run(
+        [docs_python(), "-c", RUNNER],
+        input=json.dumps(blocks),
+        capture_output=True,
+        text=True,
+        env=_user_env(),
+        cwd="/",
+        timeout=280,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{name}: the docs runner failed:\n{done.stderr[-4000:]}")
+    return dict(enumerate(json.loads(done.stdout)))
+
+
+@pytest.mark.parametrize(("page", "number"), _cases(), ids=lambda v: str(v))
+def test_code_block_runs(page: str, number: int) -> None:
+    result = _run_page(page)[number]
+    assert result["error"] is None, f"{result['name']} failed:\n{result['error']}"
+
+
+def test_docs_environment_is_a_users() -> None:
+    """The blocks run where pytest and the test packages are not installed, with torch
+    as the install scripts pin it, and with this checkout's voxelflow."""
+    probe = (
+        "import importlib.util, json, torch, voxelflow; print(json.dumps({"
+        "'test_packages': [m for m in ('pytest', 'hypothesis', 'moto', 'niizarr', 'nilearn')"
+        " if importlib.util.find_spec(m)],"
+        "'torch': torch.__version__, 'voxelflow': voxelflow.__file__, 'prefix': __import__('sys').prefix}))"
+    )
+    done = subprocess.run(
+        [docs_python(), "-c", probe], capture_output=True, text=True, env=_user_env(), check=True
+    )
+    facts = json.loads(done.stdout)
+    assert facts["test_packages"] == []
+    assert facts["torch"] == "2.13.0+cpu"
+    assert Path(facts["voxelflow"]).is_relative_to(ROOT / "src")
+    assert Path(facts["prefix"]).resolve() != Path(sys.prefix).resolve()
+
+
+def test_a_failing_block_is_reported(tmp_path: Path) -> None:
+    """The runner reports a block's error and keeps going (a test that can fail)."""
+    blocks = [("bad", "import pytest"), ("good", "print(open('x', 'w').write('1'))")]
+    done = subprocess.run(
+        [docs_python(), "-c", RUNNER],
+        input=json.dumps(blocks),
+        capture_output=True,
+        text=True,
+        env=_user_env(),
+        check=True,
+    )
+    bad, good = json.loads(done.stdout)
+    assert "ModuleNotFoundError: No module named 'pytest'" in bad["error"]
+    assert good["error"] is None and good["output"] == "1\n"
