@@ -6,7 +6,9 @@ Other issues may add small fixtures here; keep each one short and documented.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,29 @@ def assert_affine_follows(child: Any, parent_affine: np.ndarray, index_arrays: A
     np.testing.assert_allclose(
         world(np.asarray(child.affine), child_ijk), world(parent_affine, parent_ijk), atol=1e-9
     )
+
+
+# ---------------------------------------------------------------- a user's environment
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@cache
+def docs_python() -> str:
+    """The python of an environment with voxelflow alone (no pytest, no test packages):
+    ``$VOXELFLOW_DOCS_PYTHON`` (set by scripts/test.sh), or ``.venv-docs``, made or reused
+    by ``scripts/_venv.sh`` as test.sh does."""
+    given = os.environ.get("VOXELFLOW_DOCS_PYTHON")
+    if given:
+        return given
+    venv = ROOT / ".venv-docs"
+    command = f'source scripts/_venv.sh && setup_venv "{venv}" ""'
+    subprocess.run(["bash", "-c", command], cwd=ROOT, check=True)
+    return str(venv / "bin" / "python")
+
+
+def user_env() -> dict[str, str]:
+    """This environment minus Python's variables, importing voxelflow from this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    env["PYTHONIOENCODING"] = "utf-8"  # whatever the locale: the docs print '×'
+    return env

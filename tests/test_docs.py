@@ -14,7 +14,6 @@ GPU or a cloud account).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import docs_python, user_env
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- no-test -->\s*)?```python\n(.*?)```", re.S)
@@ -30,7 +31,7 @@ BLOCK = re.compile(r"(<!-- no-test -->\s*)?```python\n(.*?)```", re.S)
 # Runs in the docs environment: each block in a fresh namespace and a fresh directory.
 RUNNER = r"""
 import contextlib, io, json, os, sys, tempfile, traceback
-blocks = json.load(sys.stdin)
+blocks = json.loads(sys.stdin.buffer.read().decode("utf-8"))
 results = []
 for name, code in blocks:
     with tempfile.TemporaryDirectory() as where:
@@ -61,30 +62,6 @@ def _cases() -> list[tuple[str, int]]:
 
 
 @cache
-def docs_python() -> str:
-    """The interpreter of the docs environment (made or reused by scripts/_venv.sh)."""
-    given = os.environ.get("VOXELFLOW_DOCS_PYTHON")
-    if given:
-        return given
-    venv = ROOT / ".venv-docs"
-    subprocess.run(
-        ["bash", "-c", f'source scripts/_venv.sh && setup_venv "{venv}" ""'],
-        cwd=ROOT,
-        check=True,
-    )
-    return str(venv / "bin" / "python")
-
-
-def _user_env() -> dict[str, str]:
-    """The caller's environment, but importing voxelflow from this checkout and nothing
-    from the test environment's paths."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    env["PYTHONPATH"] = str(ROOT / "src")
-    env["MPLBACKEND"] = "Agg"
-    return env
-
-
-@cache
 def _run_page(name: str) -> dict[int, dict[str, str | None]]:
     page = next(p for p in PAGES if p.name == name)
     blocks = _blocks(page)
@@ -93,7 +70,8 @@ def _run_page(name: str) -> dict[int, dict[str, str | None]]:
         input=json.dumps(blocks),
         capture_output=True,
         text=True,
-        env=_user_env(),
+        encoding="utf-8",
+        env=user_env(),
         cwd="/",
         timeout=280,
     )
@@ -118,7 +96,12 @@ def test_docs_environment_is_a_users() -> None:
         "'torch': torch.__version__, 'voxelflow': voxelflow.__file__, 'prefix': __import__('sys').prefix}))"
     )
     done = subprocess.run(
-        [docs_python(), "-c", probe], capture_output=True, text=True, env=_user_env(), check=True
+        [docs_python(), "-c", probe],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=user_env(),
+        check=True,
     )
     facts = json.loads(done.stdout)
     assert facts["test_packages"] == []
@@ -135,9 +118,41 @@ def test_a_failing_block_is_reported(tmp_path: Path) -> None:
         input=json.dumps(blocks),
         capture_output=True,
         text=True,
-        env=_user_env(),
+        encoding="utf-8",
+        env=user_env(),
         check=True,
     )
     bad, good = json.loads(done.stdout)
     assert "ModuleNotFoundError: No module named 'pytest'" in bad["error"]
     assert good["error"] is None and good["output"] == "1\n"
+
+
+# TorchIO 2.0.0a2's top-level public names (its ``__all__``), as facts to compare with.
+TORCHIO_NAMES = """
+PCA Affine AffineMatrix Anisotropy AppliedTransform BiasField Blur BoundingBoxFormat
+BoundingBoxes Choice Clamp Compose Contour CopyAffine CornucopiaAdapter Crop CropOrPad
+ElasticDeformation EnsureShapeMultiple Flip Gamma Ghosting GridSampler
+HistogramStandardization Image ImagesBatch ImagesLoader IntensityTransform
+KeepLargestComponent LabelMap LabelSampler LabelsToImage Lambda Mask MonaiAdapter Motion
+Noise Normalize OneHot OneOf Pad PatchAggregator PatchLocation PatchSampler Points Queue
+RemapLabels RemoveLabels Reorient Representation Resample RescaleIntensity Resize
+ScalarImage SequentialLabels SomeOf Spatial SpatialTransform Spike Standardize StudiesBatch
+StudiesLoader Study Subject SubjectsBatch SubjectsLoader Swap To ToReferenceSpace Transform
+Transpose TypeAffineMatrix TypeDirection TypeImageData TypeOrientationCodes TypeOrigin
+TypePath TypeSpacing TypeSpatialShape TypeTensorShape TypeWorldPoints UniformSampler
+WeightedSampler ZNormalization apply_inverse_transform collate_images collate_studies
+collate_subjects datasets enable_logging read_matrix write_matrix
+""".split()
+
+
+def test_migrating_lists_what_is_missing() -> None:
+    """docs/migrating.md's "still missing" list is exactly TorchIO's names voxelflow lacks."""
+    import voxelflow as tio
+
+    text = (ROOT / "docs" / "migrating.md").read_text()
+    section = text.split("## What is still missing compared with TorchIO 2.0", 1)[1]
+    listed = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", section))
+    missing = {name for name in TORCHIO_NAMES if not hasattr(tio, name)}
+    assert not missing - listed, f"missing from voxelflow, not listed: {sorted(missing - listed)}"
+    present = {name for name in listed & set(TORCHIO_NAMES) if hasattr(tio, name)}
+    assert not present, f"listed as missing but now in voxelflow: {sorted(present)}"

@@ -213,6 +213,10 @@ class Image:
         with the backend's affine; nothing is read (used by lazy transforms)."""
         new = self._from_backend(self, backend, np.asarray(backend.affine, dtype=np.float64))
         new._path = backend.path
+        if isinstance(self._backend, TensorBackend):
+            # Computed from a tensor: the values keep the dtype they are computed in, as
+            # the tensor kept its own. From storage, the dtype policy applies as it did.
+            new._dtype_request = STORED
         return new
 
     # ------------------------------------------------------------------ backend
@@ -539,4 +543,3 @@ class _AffineOverride(Backend):
         release = getattr(self.parent, "release", None)
         if release is not None:
             release()
-
