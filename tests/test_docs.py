@@ -51,7 +51,7 @@ json.dump(results, sys.stdout)
 
 def _blocks(page: Path) -> list[tuple[str, str]]:
     found = []
-    for number, match in enumerate(BLOCK.finditer(page.read_text())):
+    for number, match in enumerate(BLOCK.finditer(page.read_text(encoding="utf-8"))):
         if not match.group(1):
             found.append((f"{page.name}[block {number}]", match.group(2)))
     return found
@@ -149,7 +149,7 @@ def test_migrating_lists_what_is_missing() -> None:
     """docs/migrating.md's "still missing" list is exactly TorchIO's names voxelflow lacks."""
     import voxelflow as tio
 
-    text = (ROOT / "docs" / "migrating.md").read_text()
+    text = (ROOT / "docs" / "migrating.md").read_text(encoding="utf-8")
     section = text.split("## What is still missing compared with TorchIO 2.0", 1)[1]
     listed = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", section))
     missing = {name for name in TORCHIO_NAMES if not hasattr(tio, name)}

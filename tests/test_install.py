@@ -22,7 +22,7 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$")
 
 def _lock() -> dict[str, Version]:
     pins = {}
-    for line in LOCK.read_text().splitlines():
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
         if not line or line.startswith("#"):
             continue
         match = PIN.match(line)
@@ -34,7 +34,7 @@ def _lock() -> dict[str, Version]:
 
 
 def _requirements() -> list[Requirement]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     found = [Requirement(text) for text in project["dependencies"]]
     for extra in project["optional-dependencies"].values():
         found += [Requirement(text) for text in extra]
@@ -85,7 +85,7 @@ def test_locked_packages_agree_with_each_other() -> None:
 
 
 def test_venv_script_holds_torch_and_stamps_the_lock() -> None:
-    script = (ROOT / "scripts" / "_venv.sh").read_text()
+    script = (ROOT / "scripts" / "_venv.sh").read_text(encoding="utf-8")
     assert 'VOXELFLOW_LOCK="scripts/constraints-py311.txt"' in script
     assert 'cat pyproject.toml scripts/_venv.sh "$VOXELFLOW_LOCK"' in script  # in the stamp
     installs = [line for line in script.splitlines() if '"${install[@]}"' in line]
