@@ -128,21 +128,100 @@ def test_a_failing_block_is_reported(tmp_path: Path) -> None:
 
 
 # TorchIO 2.0.0a2's top-level public names (its ``__all__``), as facts to compare with.
-TORCHIO_NAMES = """
-PCA Affine AffineMatrix Anisotropy AppliedTransform BiasField Blur BoundingBoxFormat
-BoundingBoxes Choice Clamp Compose Contour CopyAffine CornucopiaAdapter Crop CropOrPad
-ElasticDeformation EnsureShapeMultiple Flip Gamma Ghosting GridSampler
-HistogramStandardization Image ImagesBatch ImagesLoader IntensityTransform
-KeepLargestComponent LabelMap LabelSampler LabelsToImage Lambda Mask MonaiAdapter Motion
-Noise Normalize OneHot OneOf Pad PatchAggregator PatchLocation PatchSampler Points Queue
-RemapLabels RemoveLabels Reorient Representation Resample RescaleIntensity Resize
-ScalarImage SequentialLabels SomeOf Spatial SpatialTransform Spike Standardize StudiesBatch
-StudiesLoader Study Subject SubjectsBatch SubjectsLoader Swap To ToReferenceSpace Transform
-Transpose TypeAffineMatrix TypeDirection TypeImageData TypeOrientationCodes TypeOrigin
-TypePath TypeSpacing TypeSpatialShape TypeTensorShape TypeWorldPoints UniformSampler
-WeightedSampler ZNormalization apply_inverse_transform collate_images collate_studies
-collate_subjects datasets enable_logging read_matrix write_matrix
-""".split()
+TORCHIO_NAMES = [
+    "PCA",
+    "Affine",
+    "AffineMatrix",
+    "Anisotropy",
+    "AppliedTransform",
+    "BiasField",
+    "Blur",
+    "BoundingBoxFormat",
+    "BoundingBoxes",
+    "Choice",
+    "Clamp",
+    "Compose",
+    "Contour",
+    "CopyAffine",
+    "CornucopiaAdapter",
+    "Crop",
+    "CropOrPad",
+    "ElasticDeformation",
+    "EnsureShapeMultiple",
+    "Flip",
+    "Gamma",
+    "Ghosting",
+    "GridSampler",
+    "HistogramStandardization",
+    "Image",
+    "ImagesBatch",
+    "ImagesLoader",
+    "IntensityTransform",
+    "KeepLargestComponent",
+    "LabelMap",
+    "LabelSampler",
+    "LabelsToImage",
+    "Lambda",
+    "Mask",
+    "MonaiAdapter",
+    "Motion",
+    "Noise",
+    "Normalize",
+    "OneHot",
+    "OneOf",
+    "Pad",
+    "PatchAggregator",
+    "PatchLocation",
+    "PatchSampler",
+    "Points",
+    "Queue",
+    "RemapLabels",
+    "RemoveLabels",
+    "Reorient",
+    "Representation",
+    "Resample",
+    "RescaleIntensity",
+    "Resize",
+    "ScalarImage",
+    "SequentialLabels",
+    "SomeOf",
+    "Spatial",
+    "SpatialTransform",
+    "Spike",
+    "Standardize",
+    "StudiesBatch",
+    "StudiesLoader",
+    "Study",
+    "Subject",
+    "SubjectsBatch",
+    "SubjectsLoader",
+    "Swap",
+    "To",
+    "ToReferenceSpace",
+    "Transform",
+    "Transpose",
+    "TypeAffineMatrix",
+    "TypeDirection",
+    "TypeImageData",
+    "TypeOrientationCodes",
+    "TypeOrigin",
+    "TypePath",
+    "TypeSpacing",
+    "TypeSpatialShape",
+    "TypeTensorShape",
+    "TypeWorldPoints",
+    "UniformSampler",
+    "WeightedSampler",
+    "ZNormalization",
+    "apply_inverse_transform",
+    "collate_images",
+    "collate_studies",
+    "collate_subjects",
+    "datasets",
+    "enable_logging",
+    "read_matrix",
+    "write_matrix",
+]
 
 
 def test_migrating_lists_what_is_missing() -> None:
