@@ -29,7 +29,7 @@ import torch
 
 from voxelflow._errors import VoxelflowTypeError, VoxelflowValueError
 
-STORED = "stored"
+STORED: Literal["stored"] = "stored"
 DtypeRequest = torch.dtype | Literal["stored"] | None
 
 INTENSITY = "intensity"
