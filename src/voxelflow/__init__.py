@@ -30,13 +30,13 @@ if TYPE_CHECKING:
         VoxelflowTypeError,
         VoxelflowValueError,
     )
+    from voxelflow.affine import AffineMatrix
     from voxelflow.backends import (
         register_backend,
         register_writer,
         unregister_backend,
         unregister_writer,
     )
-    from voxelflow.affine import AffineMatrix
     from voxelflow.batch import ImagesBatch, SubjectsBatch
     from voxelflow.image import INTENSITY, LABEL, Image, LabelMap, ScalarImage
     from voxelflow.loader import ImagesLoader, SubjectsDataset, SubjectsLoader
