@@ -163,3 +163,18 @@ def test_a_whole_volume_transform_gives_the_patch_dtype(tmp_path, rng) -> None:
     np.testing.assert_array_equal(flipped.t1.numpy()[0], stored[::-1].astype(np.float32))
     batch = tio.SubjectsBatch.from_subjects([subject, subject])
     assert batch.t1.data.dtype == torch.float32 and not subject.t1.is_loaded
+
+
+def test_conversion_and_info_use_the_stored_dtype(tmp_path, rng) -> None:
+    """A conversion writes stored values: uint8 stays uint8 (not the float32 of ``data``),
+    and ``voxelflow info`` shows both types."""
+    from voxelflow.cli.info import describe
+    from voxelflow.convert import convert
+
+    _uint8_subject(tmp_path, rng)
+    convert(tmp_path / "t1.nii", tmp_path / "t1.nrrd", progress=False)
+    back = tio.ScalarImage(tmp_path / "t1.nrrd")
+    assert back.stored_dtype == torch.uint8 and back.dtype == torch.float32
+    facts = describe(str(tmp_path / "t1.nii"))
+    assert facts["dtype"] == "uint8" and facts["read as (ScalarImage)"] == "float32"
+    assert facts["memory when loaded"] == "33.8 KiB"  # 24×20×18 float32 voxels

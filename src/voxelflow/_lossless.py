@@ -79,7 +79,9 @@ def check_lossless(image: _Volume, path: str | os.PathLike[str]) -> None:
             f"size must be 1 or more, so nothing is written to {path}. The header is corrupt: "
             "re-copy or re-export the file"
         )
-    dtype = image.dtype
+    # What a conversion writes: the stored values (``stored_dtype``), not ``data``'s dtype
+    # (an image read from a uint8 file gives float32 data but writes uint8).
+    dtype = getattr(image, "stored_dtype", image.dtype)
     kind = _format_name(path)
     what = (
         f"this {channels}-channel {str(dtype).replace('torch.', '')} volume of "

@@ -34,7 +34,8 @@ def describe(
     facts: dict[str, Any] = {
         "path": source,
         "shape (C, I, J, K)": list(image.shape),
-        "dtype": str(image.dtype).replace("torch.", ""),
+        "dtype": str(image.stored_dtype).replace("torch.", ""),
+        "read as (ScalarImage)": str(image.dtype).replace("torch.", ""),
         "spacing": [round(s, 6) for s in image.spacing],
         "orientation": "".join(image.orientation) + "+",
         "origin": [round(x, 4) for x in image.origin],
