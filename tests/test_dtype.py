@@ -147,11 +147,24 @@ def test_to_a_dtype_keeps_an_unloaded_image_unloaded(tmp_path, rng) -> None:
 
 def test_queue_memory_estimate_follows_the_policy(tmp_path, rng) -> None:
     subject = _uint8_subject(tmp_path, rng)
-    queue = tio.Queue([subject], tio.UniformSampler(patch_size=8), max_length=10)
-    # t1: float32 (4 bytes, though stored as 1), seg: uint8 (1 byte)
-    assert queue.max_memory == 10 * 8**3 * (4 + 1)
-    patch = next(iter(queue))
-    assert patch.t1.data.dtype == torch.float32 and patch.seg.data.dtype == torch.uint8
+    # Patches wait in the buffer as stored (uint8: 1 byte) and leave it as data (float32).
+    for workers, ahead in ((0, 0), (2, 4 * 8**3 * (4 + 1))):
+        queue = tio.Queue(
+            [subject], tio.UniformSampler(patch_size=8), max_length=10, num_workers=workers
+        )
+        assert queue.max_memory == 10 * 8**3 * (1 + 1) + ahead
+        patches = list(queue)
+        assert len(patches) == 10
+        for patch in patches:
+            assert patch.t1.data.dtype == torch.float32 and patch.seg.data.dtype == torch.uint8
+            assert patch.t1.dtype == torch.float32 and "patch_location" in patch
+        stored = np.asarray(nib.load(tmp_path / "t1.nii").dataobj)
+        where = patches[0]["patch_location"].to_slices()
+        np.testing.assert_array_equal(patches[0].t1.numpy()[0], stored[where].astype(np.float32))
+    with_noise = tio.Queue(
+        [subject], tio.UniformSampler(patch_size=8), max_length=10, transform=tio.Noise(std=0.1)
+    )
+    assert next(iter(with_noise)).t1.data.dtype == torch.float32
 
 
 def test_a_whole_volume_transform_gives_the_patch_dtype(tmp_path, rng) -> None:

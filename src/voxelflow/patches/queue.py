@@ -25,7 +25,9 @@ How an epoch runs:
    leaves the buffer, by the same number of background threads a few patches
    ahead of the training loop, so the buffer holds patches in their stored
    dtype (an int16 volume's patches take half the memory of their float32
-   results).
+   results). Patches whose ``data`` dtype is wider than the stored one (the
+   dtype policy: an int16 ``ScalarImage`` gives float32) wait as stored and
+   are converted as they leave, with the transform.
 
 Bounds: patches in the buffer (and being transformed) plus patches of
 subjects submitted to the workers never exceed ``max_length`` (a subject is submitted only when its
@@ -49,9 +51,11 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from voxelflow import _dtype
 from voxelflow._errors import VoxelflowRuntimeError, VoxelflowTypeError, VoxelflowValueError
 from voxelflow._format import pretty_bytes
 from voxelflow._random import derive_seed, fresh_seed, make_generator, seed_from
+from voxelflow.image import Image
 from voxelflow.patches.base import PatchSampler
 from voxelflow.patches.location import PatchLocation
 from voxelflow.patches.reading import private_copy, reads_whole, subject_name
@@ -87,6 +91,18 @@ def _output_dtype(transform: TransformLike, image_type: str, dtype: torch.dtype)
 
 def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
+
+
+def _buffer_dtype(image: Image) -> torch.dtype:
+    """The dtype ``image``'s patches wait in: the stored one when it is narrower than
+    ``data``'s (they are converted as they leave the buffer), else ``data``'s."""
+    if image.is_loaded:
+        return image.dtype
+    stored = image.stored_dtype
+    return stored if _itemsize(stored) < _itemsize(image.dtype) else image.dtype
+
+
+Produced = tuple[Subject, int, dict[str, torch.dtype]]  # patch, seed, dtypes to convert to
 
 
 def _apply(transform: TransformLike, subject: Subject, generator: torch.Generator) -> Subject:
@@ -230,7 +246,9 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         for image in subject.images.values():
             header = copy.copy(image)  # reading headers must not touch the caller's image
             stored = final = header.dtype
-            if self.whole_transform is not None:
+            if self.whole_transform is None:
+                stored = _buffer_dtype(header)
+            else:
                 stored = _output_dtype(self.whole_transform, image.type, stored)
             if self.transform is not None:
                 final = _output_dtype(self.transform, image.type, final)
@@ -241,7 +259,7 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
             if self.whole_transform is not None:
                 whole += volume * _itemsize(stored)
             elif reads_whole(header):
-                whole += header.memory  # read whole, in its own dtype, before cutting
+                whole += volume * _itemsize(stored)  # read whole, as buffered, before cutting
         being_transformed = LOOKAHEAD * transformed if self.num_workers else 0
         return self.max_length * buffered + being_transformed + max(1, self.num_workers) * whole
 
@@ -285,11 +303,10 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
         return tasks, generator
 
     # ------------------------------------------------------------ producing
-    def produce(
-        self, index: int, seed: int, stop: threading.Event | None = None
-    ) -> list[tuple[Subject, int]]:
-        """The patches of subject ``index`` (copies, not yet through the patchwise transform),
-        each with the seed of its transform, all drawn with ``seed``."""
+    def produce(self, index: int, seed: int, stop: threading.Event | None = None) -> list[Produced]:
+        """The patches of subject ``index`` (copies, not yet through the patchwise transform,
+        maybe in their stored dtype), each with the seed of its transform and the dtypes its
+        images become as they leave the buffer, all drawn with ``seed``."""
         try:
             return self._produce(index, seed, stop)
         except Exception as error:
@@ -300,16 +317,21 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
             error.add_note(f"(while the Queue prepared {where})")
             raise
 
-    def _produce(
-        self, index: int, seed: int, stop: threading.Event | None
-    ) -> list[tuple[Subject, int]]:
+    def _produce(self, index: int, seed: int, stop: threading.Event | None) -> list[Produced]:
         subject = self.subjects[index]
         if not isinstance(subject, Subject):
             raise VoxelflowTypeError(
                 f"Queue: subjects[{index}] is a {type(subject).__name__}, not a voxelflow Subject"
             )
         generator = make_generator(seed)
-        working = private_copy(subject, reads_whole)
+        working = private_copy(subject)
+        convert: dict[str, torch.dtype] = {}
+        for name, image in working.images.items():
+            if self.whole_transform is None and _buffer_dtype(image) != image.dtype:
+                convert[name] = image.dtype
+                image.to(image.stored_dtype)  # unloaded: only what reads give changes
+            if reads_whole(image):
+                image.load()
         if self.whole_transform is not None:
             working = _apply(self.whole_transform, working, generator)
         locations = self.patch_sampler.sample_locations(working, self.patches_per_volume, generator)
@@ -323,11 +345,17 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
             if stop is not None and stop.is_set():
                 return []
             patch = self.patch_sampler.extract(working, location)
-            patches.append((patch, seed_from(generator)))
+            patches.append((patch, seed_from(generator), convert))
         return patches
 
-    def finish(self, patch: Subject, seed: int) -> Subject:
-        """Apply the patchwise part of the transform to a patch taken from the buffer."""
+    def finish(
+        self, patch: Subject, seed: int, convert: dict[str, torch.dtype] | None = None
+    ) -> Subject:
+        """A patch taken from the buffer: its images converted to ``data``'s dtype where
+        they waited as stored (``convert``), then the patchwise part of the transform."""
+        for name, dtype in (convert or {}).items():
+            image = patch[name]
+            image.set_data(_dtype.convert(image.data, dtype, str(image.path or name)))
         if self.patch_transform is None:
             return patch
         try:
@@ -355,16 +383,16 @@ class Queue(IterableDataset):  # type: ignore[type-arg]
                 workers, thread_name_prefix="voxelflow-queue-transform"
             )
         stop = threading.Event()
-        futures: deque[Future[list[tuple[Subject, int]]]] = deque()
+        futures: deque[Future[list[Produced]]] = deque()
         # patches taken out of the buffer, in hand-out order: being transformed by the
         # threads (futures), or waiting to be transformed inline. Always LOOKAHEAD of them
         # when the buffer allows, with or without threads, so the shuffle draws the same
         # patches in the same order whatever num_workers is
-        ready: deque[Future[Subject] | tuple[Subject, int]] = deque()
-        buffer: list[tuple[Subject, int]] = []
+        ready: deque[Future[Subject] | Produced] = deque()
+        buffer: list[Produced] = []
         head = 0  # first unread patch of the buffer when patches are not shuffled
 
-        def take() -> tuple[Subject, int]:
+        def take() -> Produced:
             nonlocal head
             if self.shuffle_patches:
                 pick = int(torch.randint(0, len(buffer), (), generator=generator))
