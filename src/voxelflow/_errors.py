@@ -26,6 +26,10 @@ class VoxelflowTypeError(VoxelflowError, TypeError):
     """An argument has a type voxelflow does not support."""
 
 
+class VoxelflowFileExistsError(VoxelflowError, FileExistsError):
+    """An output already exists and was not to be replaced."""
+
+
 class VoxelflowIndexError(VoxelflowError, IndexError):
     """An index falls outside an image or selects nothing."""
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 import voxelflow as tio
 from voxelflow._errors import VoxelflowValueError
 from voxelflow.backends import apply_scaling, gzindex, scaled_dtype
-from voxelflow.backends.nifti import NiftiGzBackend, NiftiHeader
+from voxelflow.backends.nifti_gz import NiftiGzBackend
+from voxelflow.backends.nifti_header import NiftiHeader
 
 SPACING = 16 << 10  # small seek-point spacing so small files get many seek points
 

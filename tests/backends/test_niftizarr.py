@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import voxelflow as tio
 from voxelflow._errors import VoxelflowError, VoxelflowIndexError, VoxelflowValueError
 from voxelflow.backends.niftizarr import NiftiZarrBackend
-from voxelflow.backends.niftizarr_write import header_json
+from voxelflow.backends.niftizarr_meta import header_json
 
 niizarr = pytest.importorskip("niizarr")
 
@@ -175,7 +175,7 @@ def test_written_store_is_read_by_reference(tmp_path: Path, options: dict) -> No
         ours = tio.ScalarImage(out, level=level)
         theirs = niizarr.zarr2nii(str(out), level=level)
         np.testing.assert_allclose(ours.affine, theirs.header.get_best_affine(), atol=1e-5)
-        np.testing.assert_array_equal(ours.dataobj.read_raw()[..., 0], np.asarray(theirs.dataobj))
+        np.testing.assert_array_equal(ours.dataobj.read_stored()[0], np.asarray(theirs.dataobj))
 
 
 def test_written_metadata_validates(tmp_path: Path) -> None:
@@ -317,8 +317,12 @@ def test_multichannel_round_trip(tmp_path: Path) -> None:
     back = tio.ScalarImage(out)
     np.testing.assert_array_equal(back.data.numpy(), volume)
     np.testing.assert_array_equal(back.dataobj[1:3, 2:5, :, 8].numpy(), volume[1:3, 2:5, :, 8:9])
+    # Channels are NIfTI's 5th dim (vector components, the OME "c" axis), never time points.
     reference = niizarr.zarr2nii(str(out))
-    np.testing.assert_array_equal(np.asarray(reference.dataobj), np.moveaxis(volume, 0, -1))
+    assert reference.header.get_data_shape() == (12, 10, 9, 1, 3)
+    np.testing.assert_array_equal(
+        np.asarray(reference.dataobj)[:, :, :, 0, :], np.moveaxis(volume, 0, -1)
+    )
 
 
 # ------------------------------------------------------------------ bad input and options
@@ -338,18 +342,18 @@ def test_unknown_option_and_bad_values(tmp_path: Path) -> None:
 def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = make_nifti(tmp_path, shape=(16, 16, 40))
     image = tio.ScalarImage(source)
-    from voxelflow.backends import niftizarr_write
+    from voxelflow.backends import write_source
 
     calls = {"n": 0}
-    original = niftizarr_write.SlabSource.read
+    original = write_source.ImageSource.read_stored
 
-    def failing(self, k0, k1):  # type: ignore[no-untyped-def]
+    def failing(self, box):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, k0, k1)
+        return original(self, box)
 
-    monkeypatch.setattr(niftizarr_write.SlabSource, "read", failing)
+    monkeypatch.setattr(write_source.ImageSource, "read_stored", failing)
     with pytest.raises(KeyboardInterrupt):
         image.save(tmp_path / "out.nii.zarr", chunk=8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii"]

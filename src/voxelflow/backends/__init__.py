@@ -1,38 +1,49 @@
 """Storage backends: the extension namespace for new formats.
 
 Users import from :mod:`voxelflow`; people who add a format import from here:
-the :class:`BackendProtocol` contract, the :class:`Backend` base class, and the
-registries. Built-in backends are registered when this package is imported.
+the :class:`BackendProtocol` contract, the :class:`Backend` base class, the
+registries, the NIfTI-Zarr writer and the typed source writers read from.
+Built-in backends are registered when this package is imported.
+
+One module per job: ``base`` (the contract), ``segments`` (which byte runs
+hold a box), ``region_view`` (a lazy region of another backend), ``memory``
+(tensors, array-likes), ``nifti_header`` / ``nifti`` / ``nifti_gz`` /
+``nifti_write`` (NIfTI), ``gzindex`` (gzip decoding and seek-point indexes),
+``niftizarr_meta`` / ``niftizarr_store`` / ``niftizarr`` / ``niftizarr_write``
+(NIfTI-Zarr), ``remote`` (NIfTI over fsspec), ``_fsspec`` (remote storage
+shared by both), ``sitk`` (everything else), ``write_source`` (what writers
+read), ``registry`` (discovery).
 """
 
 from voxelflow.backends.base import (
+    REGION_COSTS,
     Backend,
     BackendProtocol,
+    RegionCost,
     apply_scaling,
     is_scaled,
     scaled_dtype,
+    storable,
+    store_into,
     torch_dtype,
 )
 from voxelflow.backends.memory import ArrayLikeBackend, TensorBackend, as_4d_tensor
-from voxelflow.backends.nifti import (
-    NiftiBackend,
-    NiftiGzBackend,
-    NiftiHeader,
-    is_nifti_gz_path,
-    is_nifti_output,
-    is_nifti_path,
-    write_nifti,
-)
+from voxelflow.backends.nifti import NiftiBackend, is_nifti_path
+from voxelflow.backends.nifti_gz import NiftiGzBackend, is_nifti_gz_path
+from voxelflow.backends.nifti_header import NiftiHeader
+from voxelflow.backends.nifti_write import is_nifti_output, write_nifti
 from voxelflow.backends.niftizarr import (
     NiftiZarrBackend,
     is_niftizarr_output,
     is_niftizarr_source,
 )
-from voxelflow.backends.niftizarr_write import save_niftizarr
+from voxelflow.backends.niftizarr_write import NiftiZarrWriter, save_niftizarr
+from voxelflow.backends.region_view import RegionBackend, WindowBackend
 from voxelflow.backends.registry import (
     Registration,
     backends,
     find_writer,
+    is_image,
     open_backend,
     register_backend,
     register_writer,
@@ -47,7 +58,7 @@ from voxelflow.backends.remote import (
     is_remote_nifti_gz,
 )
 from voxelflow.backends.sitk import SimpleITKBackend, is_sitk_source, write_sitk
-from voxelflow.backends.window import WindowBackend
+from voxelflow.backends.write_source import WriteSource, source_of
 
 register_backend("nifti", is_nifti_path, NiftiBackend, priority=20)
 register_backend("nifti-gz", is_nifti_gz_path, NiftiGzBackend, priority=20)
@@ -60,6 +71,7 @@ register_writer("nifti-zarr", is_niftizarr_output, save_niftizarr, priority=30)
 register_writer("simpleitk", is_sitk_source, write_sitk, priority=-100)
 
 __all__ = [
+    "REGION_COSTS",
     "ArrayLikeBackend",
     "Backend",
     "BackendProtocol",
@@ -67,21 +79,29 @@ __all__ = [
     "NiftiGzBackend",
     "NiftiHeader",
     "NiftiZarrBackend",
+    "NiftiZarrWriter",
+    "RegionBackend",
+    "RegionCost",
     "Registration",
     "RemoteNiftiBackend",
     "RemoteNiftiGzBackend",
     "SimpleITKBackend",
     "TensorBackend",
     "WindowBackend",
+    "WriteSource",
     "apply_scaling",
     "as_4d_tensor",
     "backends",
     "find_writer",
+    "is_image",
     "is_scaled",
     "open_backend",
     "register_backend",
     "register_writer",
     "scaled_dtype",
+    "source_of",
+    "storable",
+    "store_into",
     "torch_dtype",
     "unregister_backend",
     "unregister_writer",

@@ -3,17 +3,25 @@
 A *backend* is the storage side of an :class:`~voxelflow.Image`: it knows a
 volume's header and how to read regions of it. ``Image`` never looks at file
 formats; the resolver (:mod:`voxelflow.backends.registry`) picks a backend by
-source, and ``Image`` talks to it only through :class:`BackendProtocol`.
+source, and everything outside :mod:`voxelflow.backends` talks to it only
+through :class:`BackendProtocol`. This module also holds the one place where
+stored values become the values a read returns (:func:`store_into`: scaling
+and dtype conversion into a caller-owned buffer).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Hashable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from voxelflow._errors import VoxelflowValueError
 from voxelflow._indexing import Box, box_shape, normalize_index, to_box
+
+RegionCost = Literal["proportional", "stream", "whole"]
+REGION_COSTS: tuple[str, ...] = ("proportional", "stream", "whole")
 
 
 @runtime_checkable
@@ -27,17 +35,27 @@ class BackendProtocol(Protocol):
       ``scl_inter`` style scaling is applied. It never lies.
     * ``affine`` is the 4×4 ``float64`` voxel-to-world (RAS+, millimetres)
       matrix of voxel ``(i, j, k)``.
-    * ``read(box)`` returns a ``torch.Tensor`` of ``dtype`` and of exactly the
-      box's shape, which the caller owns (never a view into a cache or into
-      another array). ``box`` is four ``slice(start, stop, step)`` with
+    * ``read_into(box, out)`` fills the caller-owned CPU tensor ``out`` (shape
+      exactly the box's; it may be a non-contiguous view into a larger,
+      padded buffer) with the region, scaling applied into it. ``out.dtype``
+      may differ from ``dtype``: values are converted as ``tensor.to(out.dtype)``
+      would convert them. ``box`` is four ``slice(start, stop, step)`` with
       ``0 <= start < stop <= size`` and ``step >= 1``, already normalised by
-      the core; ``read(None)`` reads everything. The one exception to "the
-      caller owns it": an in-memory backend returns its own tensor for
-      ``read(None)``, as ``np.asarray`` does for an array (no copy of a
-      volume that is already in memory).
-    * When ``region_reads`` is true a region read touches only the bytes or
-      chunks it needs; when false (a full-read fallback) the backend says so,
-      and the docs of that backend say what a region costs.
+      the core; ``None`` means everything.
+    * ``read(box)`` is "allocate + ``read_into``": a new tensor of ``dtype``,
+      which the caller owns. The one exception: an in-memory backend returns
+      its own tensor for ``read(None)``, as ``np.asarray`` does for an array.
+    * ``region_cost`` says what a region read costs: ``"proportional"`` (about
+      the bytes of the region: memory maps, chunked stores, ranged requests),
+      ``"stream"`` (a decode from the nearest seek point or from the start:
+      fine for a few patches; read the volume whole once to touch most of it)
+      or ``"whole"`` (any read reads the whole volume once).
+    * ``cache_key`` identifies the stored values and changes when they change
+      (files: path, size, modification time, and a region view's window);
+      ``None`` when there is no stable identity (cache per backend object).
+    * ``release()`` drops caches, handles and mapped pages (``Image.unload()``).
+    * ``describe()`` returns facts for ``voxelflow info`` (format, chunks...).
+    * ``nbytes`` is what the whole volume occupies once read (``dtype``).
     * ``in_memory`` is true when the data already lives in memory (a tensor).
     * A backend pickles cleanly: open files, memory maps, locks and decoder
       handles are dropped on pickling and reopened lazily in the process that
@@ -57,42 +75,124 @@ class BackendProtocol(Protocol):
     def path(self) -> str | None: ...
 
     @property
+    def region_cost(self) -> RegionCost: ...
+
+    @property
     def region_reads(self) -> bool: ...
 
     @property
     def in_memory(self) -> bool: ...
 
+    @property
+    def cache_key(self) -> Hashable | None: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
     def read(self, box: Box | None = None) -> torch.Tensor: ...
+
+    def read_into(self, box: Box | None, out: torch.Tensor) -> None: ...
+
+    def release(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class Backend:
-    """Base class for backends: indexing, ``np.asarray`` and a repr on top of ``read``.
+    """Base class for backends: the contract's defaults, indexing, ``np.asarray`` and a repr.
 
     Subclasses set ``shape``, ``dtype``, ``affine`` (attributes or properties)
-    and implement :meth:`read`. ``backend[...]`` accepts the same indices as
-    ``Image[...]`` and returns a 4-D tensor; ``np.asarray(backend)`` reads the
-    whole array without caching it anywhere.
+    and implement :meth:`read_into` (the fast path: fill a caller's buffer) or
+    :meth:`read` (return a new tensor); the base class derives the other one.
+    ``backend[...]`` accepts the same indices as ``Image[...]`` and returns a
+    4-D tensor; ``np.asarray(backend)`` reads the whole array without caching it.
 
     Example:
         >>> import torch, voxelflow as tio
         >>> image = tio.ScalarImage(torch.arange(24.0).reshape(1, 2, 3, 4))
         >>> image.dataobj[0, 1, :, ::2].shape
         torch.Size([1, 1, 3, 2])
+        >>> out = torch.full((1, 1, 5, 4), -1.0)  # a padded buffer; fill its middle
+        >>> box = (slice(0, 1, 1), slice(1, 2, 1), slice(0, 3, 1), slice(0, 4, 2))
+        >>> image.dataobj.read_into(box, out[:, :, 1:4, 1:3])
+        >>> out[0, 0, :, 1:3].tolist()
+        [[-1.0, -1.0], [12.0, 14.0], [16.0, 18.0], [20.0, 22.0], [-1.0, -1.0]]
     """
 
-    region_reads: bool = True
+    region_cost: RegionCost = "proportional"
     in_memory: bool = False
     path: str | None = None
     shape: tuple[int, int, int, int]
     dtype: torch.dtype
     affine: np.ndarray
 
+    @property
+    def region_reads(self) -> bool:
+        """Whether a region read costs less than a whole read (``region_cost != "whole"``)."""
+        return self.region_cost != "whole"
+
+    @property
+    def cache_key(self) -> Hashable | None:
+        """What identifies the stored values (``None``: no stable identity)."""
+        return None
+
     def read(self, box: Box | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """A new tensor of ``dtype`` with the region (everything for ``None``)."""
+        if type(self).read_into is Backend.read_into:
+            raise NotImplementedError(
+                f"{type(self).__name__} implements neither read nor read_into"
+            )
+        out = torch.empty(self.box_shape(box), dtype=self.dtype)
+        self.read_into(box, out)
+        return out
+
+    def read_into(self, box: Box | None, out: torch.Tensor) -> None:
+        """Fill ``out`` (exactly the box's shape, any strides, any dtype) with the region."""
+        if type(self).read is Backend.read:
+            raise NotImplementedError(
+                f"{type(self).__name__} implements neither read nor read_into"
+            )
+        self.check_out(box, out)
+        out.copy_(self.read(box))
+
+    def release(self) -> None:
+        """Drop caches, handles and mapped pages (nothing to drop here)."""
+        return None
+
+    # ------------------------------------------------------------------ header facts
+    @property
+    def nifti_header(self) -> Any:
+        """The stored NIfTI header (``nibabel`` header, scaling included) when the storage
+        has one, for writers that keep its codes, units and intent; else ``None``."""
+        return None
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """The dtype values are stored with (before any scaling)."""
+        return numpy_dtype(self.dtype)
+
+    def read_stored(self, box: Box | None = None) -> np.ndarray:
+        """The stored (unscaled) values of ``box`` as a new ``(C, I, J, K)`` array."""
+        return storable(self.read(box))
 
     def describe(self) -> dict[str, Any]:
         """Facts about the storage for ``voxelflow info`` (format, chunks, ...)."""
         return {"format": type(self).__name__}
+
+    # ------------------------------------------------------------------ helpers
+    def box_shape(self, box: Box | None) -> tuple[int, int, int, int]:
+        """The shape of a read of ``box`` (the whole shape for ``None``)."""
+        return tuple(self.shape) if box is None else box_shape(box)  # type: ignore[return-value]
+
+    def check_out(self, box: Box | None, out: torch.Tensor) -> None:
+        """Refuse an ``out`` that is not a tensor of exactly the box's shape."""
+        expected = self.box_shape(box)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise VoxelflowValueError(
+                f"{self._label()}: read_into needs out of shape {expected} (the box's), got "
+                f"{got}; allocate it with the box's shape or pass a view of that shape"
+            )
 
     # ------------------------------------------------------------------ indexing
     @property
@@ -102,7 +202,7 @@ class Backend:
     @property
     def nbytes(self) -> int:
         """Bytes the whole array occupies in memory once read."""
-        return int(np.prod(self.shape)) * _itemsize(self.dtype)
+        return int(np.prod(self.shape, dtype=np.int64)) * itemsize(self.dtype)
 
     def __getitem__(self, key: Any) -> torch.Tensor:
         ranges = normalize_index(key, self.shape, what=self._label())
@@ -127,15 +227,9 @@ class Backend:
         return f"{type(self).__name__}({shape}, {self.dtype}{where})"
 
 
-def check_box_shape(box: Box, data: torch.Tensor) -> torch.Tensor:
-    """Assert a backend honoured the box (debug aid for new backends)."""
-    expected = box_shape(box)
-    if tuple(data.shape) != expected:
-        raise AssertionError(f"backend returned {tuple(data.shape)} for box {expected}")
-    return data
-
-
-def _itemsize(dtype: torch.dtype) -> int:
+# ---------------------------------------------------------------------- dtypes
+def itemsize(dtype: torch.dtype) -> int:
+    """Bytes per value of a torch dtype."""
     return torch.empty((), dtype=dtype).element_size()
 
 
@@ -144,6 +238,48 @@ def torch_dtype(dtype: np.dtype | type) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=np.dtype(dtype).newbyteorder("="))).dtype
 
 
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The NumPy dtype of a torch dtype (``bfloat16`` has none: ``float32``)."""
+    if dtype == torch.bfloat16:
+        return np.dtype(np.float32)
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def storable_dtype(dtype: torch.dtype | np.dtype) -> np.dtype:
+    """The dtype a file stores for values of ``dtype``: half floats widen to float32,
+    booleans become uint8 (NIfTI, Zarr readers and SimpleITK all read those)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in (torch.float16, torch.bfloat16):
+            return np.dtype(np.float32)
+        dtype = numpy_dtype(dtype)
+    dtype = np.dtype(dtype).newbyteorder("=")
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    return np.dtype(np.uint8) if dtype == np.bool_ else dtype
+
+
+def storable(data: torch.Tensor | np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+    """``data`` as a NumPy array a writer can store: of ``dtype``, or of its
+    :func:`storable_dtype` (no copy when it already is; detached, on the CPU).
+
+    Example:
+        >>> import torch
+        >>> from voxelflow.backends.base import storable
+        >>> storable(torch.tensor([True, False])).dtype, storable(torch.zeros(2).half()).dtype
+        (dtype('uint8'), dtype('float32'))
+    """
+    if isinstance(data, torch.Tensor):
+        tensor = data.detach().cpu()
+        if tensor.dtype in (torch.float16, torch.bfloat16):
+            tensor = tensor.float()
+        array = tensor.numpy()
+    else:
+        array = np.asarray(data)
+    target = storable_dtype(array.dtype) if dtype is None else np.dtype(dtype)
+    return array if array.dtype == target else array.astype(target)
+
+
+# ---------------------------------------------------------------------- scaling
 def scaled_dtype(raw: np.dtype, slope: float | None, inter: float | None) -> np.dtype:
     """Dtype of stored values after scaling: raw if unscaled, else float32 (float64 stays)."""
     if not is_scaled(slope, inter):
@@ -156,6 +292,14 @@ def is_scaled(slope: float | None, inter: float | None) -> bool:
     slope_ok = slope is not None and np.isfinite(slope) and slope != 0
     inter_ok = inter is not None and np.isfinite(inter)
     return (slope_ok and slope != 1) or (inter_ok and inter != 0)
+
+
+def _scale_in_place(array: np.ndarray, slope: float | None, inter: float | None) -> None:
+    dtype = array.dtype
+    if slope is not None and np.isfinite(slope) and slope not in (0, 1):
+        array *= dtype.type(slope)
+    if inter is not None and np.isfinite(inter) and inter != 0:
+        array += dtype.type(inter)
 
 
 def apply_scaling(
@@ -175,10 +319,44 @@ def apply_scaling(
         (array([1., 6.], dtype=float32), dtype('float32'))
     """
     out = raw.astype(dtype, order="K", copy=True)
-    if not is_scaled(slope, inter):
-        return out
-    if slope is not None and np.isfinite(slope) and slope not in (0, 1):
-        out *= dtype.type(slope)
-    if inter is not None and np.isfinite(inter) and inter != 0:
-        out += dtype.type(inter)
+    if is_scaled(slope, inter):
+        _scale_in_place(out, slope, inter)
     return out
+
+
+def numpy_view(out: torch.Tensor) -> np.ndarray | None:
+    """A writable NumPy view of a CPU tensor (any strides), or ``None`` when there is none."""
+    if out.device.type != "cpu" or out.dtype == torch.bfloat16 or out.is_conj() or out.is_neg():
+        return None
+    try:
+        return out.detach().numpy()
+    except (RuntimeError, TypeError):
+        return None
+
+
+def store_into(
+    raw: np.ndarray,
+    out: torch.Tensor,
+    slope: float | None = None,
+    inter: float | None = None,
+    scaled: np.dtype | None = None,
+) -> None:
+    """Write stored values ``raw`` (shaped like ``out``) into ``out``, scaling applied.
+
+    The result equals ``torch.from_numpy(apply_scaling(raw, ...)).to(out.dtype)``
+    bit for bit: when ``out`` has the scaled dtype (or the conversion is exact)
+    the values go straight into ``out`` and are scaled there; otherwise through
+    one temporary converted by torch.
+    """
+    scaled = scaled_dtype(raw.dtype, slope, inter) if scaled is None else np.dtype(scaled)
+    view = numpy_view(out)
+    if view is not None:
+        straight = view.dtype == scaled or (
+            not is_scaled(slope, inter) and np.can_cast(raw.dtype, view.dtype, "safe")
+        )
+        if straight:
+            np.copyto(view, raw, casting="unsafe")
+            if is_scaled(slope, inter):
+                _scale_in_place(view, slope, inter)
+            return
+    out.copy_(torch.from_numpy(apply_scaling(raw, slope, inter, scaled)))

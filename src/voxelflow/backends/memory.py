@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from voxelflow._errors import VoxelflowTypeError, VoxelflowValueError
 from voxelflow._indexing import Box
-from voxelflow.backends.base import Backend, torch_dtype
+from voxelflow.backends.base import Backend, store_into, torch_dtype
 
 
 def as_4d_tensor(data: Any, *, what: str = "data") -> torch.Tensor:
@@ -57,10 +58,23 @@ class TensorBackend(Backend):
     def dtype(self) -> torch.dtype:  # type: ignore[override]
         return self.tensor.dtype
 
+    @property
+    def cache_key(self) -> Hashable:
+        """The tensor's identity and version counter (bumped by every in-place change).
+
+        Valid while this backend is alive: hold it weakly beside the key, as an id
+        may be reused once the tensor is collected.
+        """
+        return ("tensor", id(self.tensor), self.tensor._version, tuple(self.tensor.shape))
+
     def read(self, box: Box | None = None) -> torch.Tensor:
         if box is None:
             return self.tensor
         return self.tensor[box].clone()
+
+    def read_into(self, box: Box | None, out: torch.Tensor) -> None:
+        self.check_out(box, out)
+        out.copy_(self.tensor if box is None else self.tensor[box])
 
     def describe(self) -> dict[str, Any]:
         return {"format": "in-memory tensor", "device": str(self.tensor.device)}
@@ -96,14 +110,19 @@ class ArrayLikeBackend(Backend):
         self.affine = np.asarray(affine, dtype=np.float64)
         self.path = path
 
-    def read(self, box: Box | None = None) -> torch.Tensor:
+    def _slice(self, box: Box | None) -> np.ndarray:
         key = (slice(None),) * 4 if box is None else box
         if self._three_d:
-            data = np.asarray(self.array[key[1:]])[None]
-            data = data[key[0]]
-        else:
-            data = np.asarray(self.array[key])
+            return np.asarray(self.array[key[1:]])[None][key[0]]
+        return np.asarray(self.array[key])
+
+    def read(self, box: Box | None = None) -> torch.Tensor:
+        data = self._slice(box)
         return torch.from_numpy(np.array(data, dtype=data.dtype.newbyteorder("="), copy=True))
+
+    def read_into(self, box: Box | None, out: torch.Tensor) -> None:
+        self.check_out(box, out)
+        store_into(self._slice(box), out)
 
     def describe(self) -> dict[str, Any]:
         return {"format": f"array-like ({type(self.array).__name__})"}

@@ -3,30 +3,27 @@
 The format (`neuroscales/nifti-zarr`_) is an OME-Zarr multiscale image (OME 0.4
 on Zarr v2, OME 0.5 on Zarr v3) whose group also holds an array named
 ``nifti`` with the binary NIfTI-1 or NIfTI-2 header (its attributes hold a
-JSON rendering for people). Arrays are stored in OME order ``(t, c, z, y, x)``:
-the reverse of NIfTI's ``(i, j, k, t, c)``, so ``x`` is ``i`` and ``z`` is ``k``
-(see :mod:`voxelflow.backends._niftizarr_layout`).
+JSON rendering for people). This module owns the reader: opening (metadata
+only, validated: header against arrays, every pyramid level against level 0)
+and region reads, which go straight through zarr-python 3 into the caller's
+buffer, fetching and decoding only the chunks (or shard ranges) they overlap,
+concurrently on remote stores. The binary header is the truth for the affine,
+the dtype and the intensity scaling (``scl_slope``/``scl_inter`` are
+applied; the reference reader drops them). Any pyramid level can be opened;
+its affine is the header's affine composed with the level's OME scale and
+translation, so averaged levels get the half-voxel shift they need.
 
-Reading goes straight through zarr-python 3, chunk by chunk: a region read
-fetches and decodes only the chunks (or shard ranges) it overlaps, concurrently
-on remote stores. The binary header is the truth for the affine, the dtype and
-the intensity scaling (``scl_slope``/``scl_inter`` are applied; the reference
-reader drops them). Any pyramid level can be opened; its affine is the header's
-affine composed with the level's OME scale and translation, so averaged levels
-get the half-voxel shift they need.
-
-Writing lives in :mod:`voxelflow.backends.niftizarr_write`
-(:func:`~voxelflow.backends.niftizarr_write.write_niftizarr`).
+Layout and metadata: :mod:`voxelflow.backends.niftizarr_meta`; fetching
+objects (bounded, guarded): :mod:`voxelflow.backends.niftizarr_store`;
+writing: :mod:`voxelflow.backends.niftizarr_write`.
 
 .. _neuroscales/nifti-zarr: https://github.com/neuroscales/nifti-zarr
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Literal
 
 import nibabel as nib
@@ -34,30 +31,46 @@ import numpy as np
 import torch
 
 from voxelflow._errors import (
-    VoxelflowConnectionError,
     VoxelflowError,
     VoxelflowFileNotFoundError,
     VoxelflowIndexError,
-    VoxelflowPermissionError,
     VoxelflowValueError,
     check_choice,
 )
 from voxelflow._indexing import Box
-from voxelflow.backends._niftizarr_layout import layout_for
-from voxelflow.backends.base import Backend, apply_scaling, scaled_dtype, torch_dtype
+from voxelflow.backends._fsspec import (
+    describe_remote_error,
+    filesystem,
+    is_remote,
+    is_transient,
+    strip_file,
+)
+from voxelflow.backends.base import (
+    Backend,
+    is_scaled,
+    numpy_view,
+    scaled_dtype,
+    store_into,
+    torch_dtype,
+)
+from voxelflow.backends.nifti_header import NiftiHeaderType, check_dims, parse_header_bytes
+from voxelflow.backends.niftizarr_meta import (
+    COMPLETE_ATTR,
+    check_levels,
+    layout_for,
+    level_affine,
+)
+from voxelflow.backends.niftizarr_store import (
+    ChunkError,
+    StoreGuard,
+    first_failure,
+    open_store,
+    recording_failures,
+)
 
 MissingChunks = Literal["auto", "error", "fill"]
 
 MISSING_CHUNKS: tuple[str, ...] = ("auto", "error", "fill")
-_METADATA_NAMES = {".zarray", ".zattrs", ".zgroup", "zarr.json", ".zmetadata"}
-#: Attribute a voxelflow-written store carries: every chunk was written, so a missing one is damage.
-COMPLETE_ATTR = "voxelflow"
-
-
-# ============================================================================ helpers
-def is_remote(source: str) -> bool:
-    """Whether ``source`` is a URI for a remote filesystem (``s3://``, ``gs://``, ``https://``...)."""
-    return "://" in source and not source.startswith("file://")
 
 
 def is_niftizarr_source(source: str) -> bool:
@@ -69,214 +82,21 @@ def is_niftizarr_output(path: str) -> bool:
     return path.rstrip("/").lower().endswith(".zarr")
 
 
-def _strip_file(source: str) -> str:
-    return source[len("file://") :] if source.startswith("file://") else source
-
-
-_TRANSIENT_NAMES = {
-    "ClientConnectionError",
-    "ClientConnectorError",
-    "ServerDisconnectedError",
-    "ClientPayloadError",
-    "ClientOSError",
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-    "ReadTimeoutError",
-    "ConnectionClosedError",
-    "ServerTimeoutError",
-}
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether an I/O error is worth retrying (dropped connection, timeout), following causes."""
-    seen: BaseException | None = error
-    for _ in range(6):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError):
-            return False  # nothing listens there: retrying will not help
-        if isinstance(seen, ConnectionError | TimeoutError | asyncio.TimeoutError):
-            return True
-        if type(seen).__name__ in _TRANSIENT_NAMES:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def describe_remote_error(where: str, error: BaseException, what: str = "open") -> VoxelflowError:
-    """A clear library error for a failure talking to a store or remote file."""
-    name = type(error).__name__
-    text = f"{name}: {error}"
-    chain: BaseException | None = error
-    refused = False
-    for _ in range(6):
-        if chain is None:
-            break
-        if isinstance(chain, ConnectionRefusedError) or "Connect" in type(chain).__name__:
-            refused = True
-        chain = chain.__cause__ or chain.__context__
-    if isinstance(error, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
-        return VoxelflowPermissionError(
-            f"{where}: access denied while trying to {what} ({text}); check the credentials "
-            "(storage_options key/secret, AWS_* variables) and the bucket policy"
-        )
-    if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-        return VoxelflowPermissionError(
-            f"{where}: the credentials were rejected while trying to {what} ({text}); pass the "
-            "right key/secret in storage_options or the AWS_* environment variables"
-        )
-    if isinstance(error, FileNotFoundError) or "NoSuchBucket" in text or "NoSuchKey" in text:
-        return VoxelflowFileNotFoundError(
-            f"{where}: not found while trying to {what} ({text}); check the bucket and key"
-        )
-    if refused or is_transient(error) or isinstance(error, OSError):
-        return VoxelflowConnectionError(
-            f"{where}: cannot reach the storage while trying to {what} ({text}); check the URI, "
-            "the endpoint_url in storage_options, and that the server is running"
-        )
-    return VoxelflowValueError(f"{where}: failed to {what} ({text})")
-
-
-# ============================================================================ the store
-class _MissingChunkError(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _guarded_store(store: Any, *, strict_prefixes: Sequence[str], retries: int) -> Any:
-    """Wrap a zarr store: bounded retries of transient errors, missing chunks as errors."""
-    from zarr.storage import WrapperStore
-
-    class GuardedStore(WrapperStore):  # type: ignore[misc,type-arg]
-        """Counts ``get`` calls (``requests``), retries transient errors, reports missing chunks."""
-
-        def __init__(self, inner: Any) -> None:
-            super().__init__(inner)
-            self.requests = 0
-            self.strict_prefixes = tuple(strict_prefixes)
-            self.retries = retries
-
-        def _with_store(self, inner: Any) -> Any:
-            return _guarded_store(inner, strict_prefixes=self.strict_prefixes, retries=self.retries)
-
-        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-            self.requests += 1
-            for attempt in range(self.retries + 1):
-                try:
-                    value = await self._store.get(key, prototype, byte_range)
-                    break
-                except Exception as error:
-                    if attempt == self.retries or not is_transient(error):
-                        raise
-                    await asyncio.sleep(0.05 * 2**attempt)
-            if value is None and self.strict_prefixes:
-                base = key.rsplit("/", 1)[-1]
-                if base not in _METADATA_NAMES and key.startswith(self.strict_prefixes):
-                    raise _MissingChunkError(key)
-            return value
-
-        async def get_partial_values(self, prototype: Any, key_ranges: Iterable[Any]) -> list[Any]:
-            return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
-
-    return GuardedStore(store)
-
-
-def open_store(source: str, storage_options: dict[str, Any] | None, *, read_only: bool) -> Any:
-    """A zarr store for a local path or a remote URI (fsspec, storage options passed through)."""
-    from zarr.storage import FsspecStore, LocalStore
-
-    if not is_remote(source):
-        path = _strip_file(source)
-        if read_only and not os.path.exists(path):
-            raise VoxelflowFileNotFoundError(f"{path}: no such NIfTI-Zarr store; check the path")
-        return LocalStore(path, read_only=read_only)
-    from voxelflow.backends.remote import require_protocol
-
-    require_protocol(source)
-    options = dict(storage_options or {})
-    options.setdefault("asynchronous", True)
-    try:
-        return FsspecStore.from_url(source, storage_options=options, read_only=read_only)
-    except Exception as error:
-        raise describe_remote_error(source, error) from error
-
-
-# ============================================================================ header
-def header_from_bytes(raw: bytes, where: str) -> nib.Nifti1Header | nib.Nifti2Header:
-    """Parse a binary NIfTI-1/2 header (either byte order)."""
-    if len(raw) < 4:
-        raise VoxelflowValueError(
-            f"{where}: the 'nifti' array holds {len(raw)} bytes, not a header"
-        )
-    size_le = int(np.frombuffer(raw[:4], "<i4")[0])
-    size_be = int(np.frombuffer(raw[:4], ">i4")[0])
-    sizes = {size_le, size_be}
-    klass: type[nib.Nifti1Header] | type[nib.Nifti2Header]
-    if 348 in sizes:
-        klass, need = nib.Nifti1Header, 348
-    elif 540 in sizes:
-        klass, need = nib.Nifti2Header, 540
-    else:
-        raise VoxelflowValueError(
-            f"{where}: the 'nifti' array does not hold a NIfTI header (sizeof_hdr={size_le}); "
-            "the store is damaged or not NIfTI-Zarr; re-convert it with voxelflow convert"
-        )
-    if len(raw) < need:
-        raise VoxelflowValueError(
-            f"{where}: the 'nifti' array is truncated ({len(raw)} of {need} header bytes); "
-            "re-convert the volume"
-        )
-    try:
-        return klass.from_fileobj(io.BytesIO(raw), check=False)
-    except Exception as error:
-        raise VoxelflowValueError(
-            f"{where}: unreadable NIfTI header in 'nifti' ({error})"
-        ) from error
-
-
-def _transforms(dataset: dict[str, Any], axes: Sequence[str]) -> np.ndarray:
-    """A 4×4 (x, y, z) matrix from one OME dataset's scale and translation."""
-    scale = [1.0] * len(axes)
-    shift = [0.0] * len(axes)
-    for transform in dataset.get("coordinateTransformations", []):
-        if transform.get("type") == "scale":
-            scale = [float(s) for s in transform["scale"]]
-        elif transform.get("type") == "translation":
-            shift = [float(s) for s in transform["translation"]]
-    matrix = np.eye(4)
-    for row, name in enumerate("xyz"):
-        n = list(axes).index(name)
-        matrix[row, row] = scale[n]
-        matrix[row, 3] = shift[n]
-    return matrix
-
-
-def level_affine(
-    affine0: np.ndarray, datasets: list[dict[str, Any]], axes: Sequence[str], level: int
-) -> np.ndarray:
-    """Affine of pyramid ``level``: ``affine0 @ inv(P0) @ Pn`` with OME scale/translation ``P``."""
-    if level == 0:
-        return np.asarray(affine0, dtype=np.float64)
-    p0 = _transforms(datasets[0], axes)
-    pn = _transforms(datasets[level], axes)
-    return np.asarray(affine0, dtype=np.float64) @ np.linalg.inv(p0) @ pn
-
-
 # ============================================================================ the backend
 class NiftiZarrBackend(Backend):
     """A NIfTI-Zarr store (``.nii.zarr`` directory or ``s3://``/``gs://``/``https://`` URI).
 
     Opening reads only metadata (group attributes, the ``nifti`` header array
-    and the level's array metadata). A region read fetches and decodes only the
-    chunks it overlaps, concurrently (zarr-python 3 with a local or fsspec store).
+    and the levels' array metadata). A region read fetches and decodes only the
+    chunks it overlaps, concurrently, straight into the caller's buffer.
 
     Args:
         source: path or URI of the store.
         level: pyramid level to open (0 is full resolution; negative counts from
             the coarsest). Its affine accounts for the level's scale and shift.
         storage_options: passed to fsspec for remote stores (``endpoint_url``,
-            ``key``, ``secret``, ``anon``...).
+            ``key``, ``secret``, ``anon``...), and ``connect_timeout`` /
+            ``read_timeout`` (seconds) for every request.
         missing_chunks: ``"error"`` raises on a chunk that is absent from the
             store, naming its key; ``"fill"`` reads it as the fill value (Zarr's
             rule for sparse arrays); ``"auto"`` (default) is ``"error"`` for
@@ -306,8 +126,8 @@ class NiftiZarrBackend(Backend):
         retries: int = 3,
     ) -> None:
         check_choice("missing_chunks", missing_chunks, MISSING_CHUNKS)
-        if int(retries) < 0:
-            raise VoxelflowValueError(f"retries={retries} must be >= 0")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise VoxelflowValueError(f"retries={retries!r} must be an integer >= 0")
         self.path = os.fspath(source).rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.retries = int(retries)
@@ -315,13 +135,20 @@ class NiftiZarrBackend(Backend):
         self._group: Any = None
         self._array: Any = None
         self._store: Any = None
+        self._guard = self._new_guard()
         self._open_metadata(level)
+
+    def _new_guard(self) -> StoreGuard:
+        root = None if is_remote(self.path) else strip_file(self.path)
+        return StoreGuard(self.path, root, self.retries)
 
     # ------------------------------------------------------------------ opening
     def _open_group(self) -> Any:
         import zarr
 
-        store = open_store(self.path, self.storage_options, read_only=True)
+        store = open_store(
+            self.path, self.storage_options, read_only=True, retries=self.retries, guard=self._guard
+        )
         try:
             return store, zarr.open_group(store, mode="r")
         except VoxelflowError:
@@ -349,6 +176,14 @@ class NiftiZarrBackend(Backend):
                 f"{self.path}: no OME 'multiscales' metadata in the group attributes; this is not "
                 "a NIfTI-Zarr (nor OME-Zarr) image; convert the source with voxelflow convert"
             )
+        marker = attrs.get(COMPLETE_ATTR)
+        if isinstance(marker, dict) and marker.get("complete") is False:
+            raise VoxelflowValueError(
+                f"{self.path}: the store is incomplete: voxelflow was still writing it when the "
+                "writer stopped (killed, or failed); it is not an image; delete it and write it "
+                "again"
+            )
+        self.complete = isinstance(marker, dict) and marker.get("complete") is True
         self.ome_version = str(ome.get("version") or multiscales[0].get("version") or "?")
         self.zarr_format = int(group.metadata.zarr_format)
         multiscale = multiscales[0]
@@ -366,8 +201,9 @@ class NiftiZarrBackend(Backend):
         self.level = int(level) % self.levels
 
         raw_header = self._read_header_bytes(group)
-        header = header_from_bytes(raw_header, f"{self.path}/nifti")
-        self.nifti_header = header
+        header = parse_header_bytes(raw_header, f"{self.path}/nifti")
+        check_dims(header, f"{self.path}/nifti")
+        self.nifti_header_raw = header
         self.layout = layout_for(axes, header.get_data_shape(), self.path)
         slope, inter = header.get_slope_inter()
         self.slope = None if slope is None else float(slope)
@@ -388,16 +224,21 @@ class NiftiZarrBackend(Backend):
             self.level_shards.append(
                 None if array.shards is None else tuple(int(s) for s in array.shards)
             )
+            self._check_array(array, n)
             if n == self.level:
-                self._check_array(array, n)
                 codecs = _codec_names(array)
+                chunk_bytes = _raw_chunk_bytes(array)
+                if chunk_bytes is not None:
+                    self._guard.chunk_bytes[str(dataset["path"])] = chunk_bytes
+        check_levels(self.path, datasets, self.layout.axes, self.level_shapes)
         self.codecs = codecs
-        complete = bool(attrs.get(COMPLETE_ATTR, {}).get("complete", False))
         self.missing_chunks = (
-            ("error" if complete else "fill")
+            ("error" if self.complete else "fill")
             if self._missing_option == "auto"
             else self._missing_option
         )
+        if self.missing_chunks == "error":
+            self._guard.strict_prefixes = (f"{self.datasets[self.level]['path']}/",)
         zshape = self.level_shapes[self.level]
         spatial = [zshape[self.layout.axes.index(a)] for a in "xyz"]
         self.shape = (self.layout.channels, *spatial)  # type: ignore[assignment]
@@ -414,10 +255,14 @@ class NiftiZarrBackend(Backend):
                 "plain OME-Zarr, not NIfTI-Zarr; convert the source NIfTI with voxelflow convert, "
                 "or add the header with niizarr.write_nifti_header"
             ) from error
+        except VoxelflowError:
+            raise
         except Exception as error:
             raise self._metadata_error("nifti", error) from error
         try:
             return np.asarray(array[...], dtype=np.uint8).tobytes()
+        except VoxelflowError:
+            raise
         except Exception as error:
             raise self._metadata_error("nifti", error) from error
 
@@ -429,6 +274,8 @@ class NiftiZarrBackend(Backend):
                 f"{self.path}: the pyramid level array {path!r} listed in 'multiscales' is "
                 "missing; the store is incomplete; re-convert the volume"
             ) from error
+        except VoxelflowError:
+            raise
         except Exception as error:
             raise self._metadata_error(path, error) from error
 
@@ -447,35 +294,26 @@ class NiftiZarrBackend(Backend):
     def _check_array(self, array: Any, level: int) -> None:
         stored = np.dtype(array.dtype)
         header = self.raw_dtype
+        name = self.datasets[level]["path"]
         if stored.newbyteorder("=") != header.newbyteorder("="):
             raise VoxelflowValueError(
-                f"{self.path}: the NIfTI header says dtype {header} but array "
-                f"{self.datasets[level]['path']!r} stores {stored}; the header disagrees with the "
-                "array; re-convert the volume"
+                f"{self.path}: the NIfTI header says dtype {header} but array {name!r} stores "
+                f"{stored}; the header disagrees with the array; re-convert the volume"
             )
         shape = tuple(int(s) for s in array.shape)
         if len(shape) != len(self.layout.axes):
             raise VoxelflowValueError(
-                f"{self.path}: array {self.datasets[level]['path']!r} has {len(shape)} dims but "
-                f"the OME axes are {list(self.layout.axes)}; re-convert the volume"
+                f"{self.path}: array {name!r} has {len(shape)} dims but the OME axes are "
+                f"{list(self.layout.axes)}; re-convert the volume"
             )
         if level == 0:
             expected = self.layout.zarr_shape(self.layout.file_shape[:3])
             if shape != expected:
                 raise VoxelflowValueError(
                     f"{self.path}: the NIfTI header describes dims {self.layout.file_shape} "
-                    f"(zarr order {expected}) but array {self.datasets[0]['path']!r} has shape "
-                    f"{shape}; the header disagrees with the array; re-convert the volume"
+                    f"(zarr order {expected}) but array {name!r} has shape {shape}; the header "
+                    "disagrees with the array; re-convert the volume"
                 )
-        else:
-            for name in "tc":
-                if name in self.layout.axes:
-                    n = self.layout.axes.index(name)
-                    if shape[n] != self.level_shapes[0][n]:
-                        raise VoxelflowValueError(
-                            f"{self.path}: level {level} has {shape[n]} values on axis {name!r} "
-                            f"but level 0 has {self.level_shapes[0][n]}; re-convert the volume"
-                        )
 
     def _zarr_array(self) -> Any:
         if self._array is None:
@@ -483,11 +321,17 @@ class NiftiZarrBackend(Backend):
 
             path = self.datasets[self.level]["path"]
             if self._store is None:
-                self._store = open_store(self.path, self.storage_options, read_only=True)
-            strict = (f"{path}/",) if self.missing_chunks == "error" else ()
-            guarded = _guarded_store(self._store, strict_prefixes=strict, retries=self.retries)
+                self._store = open_store(
+                    self.path,
+                    self.storage_options,
+                    read_only=True,
+                    retries=self.retries,
+                    guard=self._guard,
+                )
             try:
-                self._array = zarr.open_array(guarded, path=path, mode="r")
+                self._array = zarr.open_array(self._store, path=path, mode="r")
+            except VoxelflowError:
+                raise
             except Exception as error:
                 raise self._metadata_error(path, error) from error
         return self._array
@@ -507,6 +351,30 @@ class NiftiZarrBackend(Backend):
         self._array = None
         self._group = None
 
+    # ------------------------------------------------------------------ facts
+    @property
+    def cache_key(self) -> Hashable | None:
+        """Local stores: path, level and the level's metadata file time; remote: ``None``."""
+        if is_remote(self.path):
+            return None
+        root = strip_file(self.path)
+        level = str(self.datasets[self.level]["path"])
+        times = []
+        for name in ("zarr.json", ".zarray"):
+            meta = os.path.join(root, level, name)
+            if os.path.exists(meta):
+                times.append(os.stat(meta).st_mtime_ns)
+        return ("nifti-zarr", os.path.realpath(root), level, tuple(times))
+
+    @property
+    def nifti_header(self) -> NiftiHeaderType | None:
+        """The stored NIfTI header (level 0's dims), scaling included, for writers."""
+        return self.nifti_header_raw.copy()
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        return self.raw_dtype
+
     # ------------------------------------------------------------------ reading
     def _selection(self, box: Box | None) -> tuple[tuple[slice, ...], slice | None]:
         """Zarr selection for ``box``, and a channel slice still to apply afterwards."""
@@ -525,18 +393,31 @@ class NiftiZarrBackend(Backend):
             after = channels
         return tuple(per_axis[a] for a in layout.axes), after
 
-    def read_zarr(self, box: Box | None = None) -> np.ndarray:
-        """The stored (unscaled) values of ``box`` in zarr axis order."""
+    def _zarr_view(self, out: np.ndarray) -> np.ndarray | None:
+        """``out`` (``(C, I, J, K)``) seen in zarr axis order, or None when the layout has two
+        non-spatial axes (then channels must be cut after the read)."""
+        lead = [a for a in self.layout.axes if a in "tc"]
+        if len(lead) > 1:
+            return None
+        view = out.transpose(0, 3, 2, 1)  # (C, z, y, x)
+        return view if lead else view[0]
+
+    def read_zarr(self, box: Box | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """The stored (unscaled) values of ``box`` in zarr axis order (into ``out`` if given)."""
+        from zarr.core.buffer.cpu import NDBuffer
+
         selection, _ = self._selection(box)
         array = self._zarr_array()
+        target = None if out is None else NDBuffer.from_numpy_array(out)
         try:
-            return np.asarray(array.get_basic_selection(selection))
-        except _MissingChunkError as error:
-            raise VoxelflowValueError(
-                f"{self.path}: chunk {error.key!r} is missing from the store (level "
-                f"{self.level}); the store is incomplete or damaged: re-convert or re-upload it, "
-                "or pass missing_chunks='fill' to read missing chunks as the fill value"
-            ) from None
+            with recording_failures() as failures:
+                data = array.get_basic_selection(selection, out=target)
+            failure = first_failure(failures)
+            if failure is not None:
+                raise failure
+            return out if out is not None else np.asarray(data)
+        except ChunkError as error:
+            raise VoxelflowValueError(f"{error} (level {self.level})") from None
         except VoxelflowError:
             raise
         except Exception as error:
@@ -565,6 +446,7 @@ class NiftiZarrBackend(Backend):
                 strict=True,
             )
         ]
+        prefix = f"{self.datasets[self.level]['path']}/"
         for coords in np.ndindex(*(len(g) for g in grid)):
             chunk = tuple(g[c] for g, c in zip(grid, coords, strict=True))
             region = tuple(
@@ -576,29 +458,33 @@ class NiftiZarrBackend(Backend):
             except Exception:
                 if shards is not None:
                     outer = tuple(n * c // s for n, c, s in zip(chunk, chunks, shards, strict=True))
-                    return (
-                        f"{self.datasets[self.level]['path']}/"
-                        + array.metadata.encode_chunk_key(outer)
-                    )
-                return f"{self.datasets[self.level]['path']}/" + array.metadata.encode_chunk_key(
-                    chunk
-                )
+                    return prefix + array.metadata.encode_chunk_key(outer)
+                return prefix + array.metadata.encode_chunk_key(chunk)
         return None
 
-    def read_raw(self, box: Box | None = None) -> np.ndarray:
-        """Stored (unscaled) values of ``box`` as ``(I, J, K, C)`` (the NIfTI backend's layout)."""
-        return np.moveaxis(self._read_cijk(box), 0, -1)
-
-    def _read_cijk(self, box: Box | None) -> np.ndarray:
+    def read_stored(self, box: Box | None = None) -> np.ndarray:
+        """Stored (unscaled) values of ``box`` as a new ``(C, I, J, K)`` array."""
         data = self.read_zarr(box)
         out = self.layout.from_zarr(data)
         _, after = self._selection(box)
-        return out[after] if after is not None else out
+        out = out[after] if after is not None else out
+        return np.asarray(out, dtype=out.dtype.newbyteorder("="))
 
-    def read(self, box: Box | None = None) -> torch.Tensor:
-        raw = self._read_cijk(box)
-        data = apply_scaling(raw, self.slope, self.inter, self.scaled_dtype)
-        return torch.from_numpy(data)
+    def read_into(self, box: Box | None, out: torch.Tensor) -> None:
+        self.check_out(box, out)
+        view = numpy_view(out)
+        slope, inter, scaled = self.slope, self.inter, self.scaled_dtype
+        direct = view is not None and (
+            view.dtype == scaled
+            or (not is_scaled(slope, inter) and np.can_cast(self.raw_dtype, view.dtype, "safe"))
+        )
+        zarr_view = None if view is None or not direct else self._zarr_view(view)
+        if view is not None and zarr_view is not None:
+            self.read_zarr(box, zarr_view)  # zarr decodes each chunk into ``out``
+            if is_scaled(slope, inter):  # ``out`` has the scaled dtype: scale it in place
+                store_into(view, out, slope, inter, scaled)
+            return
+        store_into(self.read_stored(box), out, slope, inter, scaled)
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
@@ -609,7 +495,7 @@ class NiftiZarrBackend(Backend):
 
         facts: dict[str, Any] = {
             "format": f"NIfTI-Zarr (OME {self.ome_version}, Zarr v{self.zarr_format}, "
-            f"NIfTI-{2 if isinstance(self.nifti_header, nib.Nifti2Header) else 1} header)",
+            f"NIfTI-{2 if isinstance(self.nifti_header_raw, nib.Nifti2Header) else 1} header)",
             "stored dtype": str(self.raw_dtype),
             "scaling": (
                 f"slope={self.slope}, inter={self.inter}"
@@ -632,15 +518,30 @@ class NiftiZarrBackend(Backend):
         try:
             if not is_remote(self.path):
                 total = 0
-                for root, _, files in os.walk(_strip_file(self.path)):
+                for root, _, files in os.walk(strip_file(self.path)):
                     total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
                 return total
-            from voxelflow.backends.remote import filesystem
-
             fs, path = filesystem(self.path, self.storage_options)
             return int(fs.du(path, total=True))
         except Exception:
             return None
+
+
+def _raw_chunk_bytes(array: Any) -> int | None:
+    """Bytes of every chunk of an uncompressed, unsharded array (its only codec is the
+    byte layout), else None."""
+    try:
+        metadata = array.metadata
+        if array.shards is not None:
+            return None
+        if getattr(metadata, "zarr_format", 3) == 2:
+            if metadata.compressor is not None or metadata.filters:
+                return None
+        elif len(metadata.codecs) != 1 or type(metadata.codecs[0]).__name__ != "BytesCodec":
+            return None
+        return int(np.prod(array.chunks, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+    except Exception:
+        return None
 
 
 def _codec_names(array: Any) -> str:

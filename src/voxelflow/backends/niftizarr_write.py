@@ -1,31 +1,56 @@
-"""NIfTI-Zarr writer: stream any image to a ``.nii.zarr`` store with its pyramid.
+"""The NIfTI-Zarr writer: creates and finalises ``.nii.zarr`` stores, atomically.
 
-:func:`write_niftizarr` reads the source slab by slab along ``K`` and builds
-the multi-resolution pyramid on the fly (mean for intensities, majority vote
-for label maps), so the volume never has to fit in memory. The store is
-written atomically (a temporary directory renamed on success) with the OME
-multiscales metadata, the binary NIfTI header in the ``nifti`` array and its
-JSON rendering (:func:`header_json`). Reading is
-:class:`~voxelflow.backends.niftizarr.NiftiZarrBackend`.
+One writer for every producer of NIfTI-Zarr (``Image.save``, ``convert``, the
+on-disk patch aggregator, argmax reductions): :class:`NiftiZarrWriter`.
+
+* :meth:`~NiftiZarrWriter.create` makes the store under a hidden temporary
+  name beside the target (``.NAME.partial-<id>.NAME``): the group, the
+  ``nifti`` header array (binary header + its 39-field JSON rendering), level
+  0, and the OME ``multiscales`` metadata, marked ``{"voxelflow":
+  {"complete": false}}``. An existing output is refused unless
+  ``overwrite=True``, and even then only a store that is recognisably an image
+  is replaced.
+* :meth:`~NiftiZarrWriter.write` / :meth:`~NiftiZarrWriter.read` put and get
+  ``(C, I, J, K)`` boxes of level 0 (read-modify-write accumulation works).
+* :meth:`~NiftiZarrWriter.finalize` builds the pyramid levels from level 0,
+  slab by slab (mean for intensities, majority vote for labels, or
+  nearest), marks the store complete, and publishes it: the old output (if
+  any) is renamed aside, the new one renamed in, the old one deleted. A
+  store whose marker says incomplete never opens as an image.
+* :meth:`~NiftiZarrWriter.abort` removes the partial; ``with`` does either.
+
+Stores are Zarr v3 (OME 0.5) by default, with a CRC-32C checksum on every
+chunk (a flipped byte is an error naming the chunk, even without
+compression), or Zarr v2 (OME 0.4). :func:`write_niftizarr` streams any image
+into a writer slab by slab along ``K``, so the volume never has to fit in
+memory. Reading is :class:`~voxelflow.backends.niftizarr.NiftiZarrBackend`.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import nibabel as nib
 import numpy as np
 import torch
 
-from voxelflow._atomic import atomic_target
-from voxelflow._errors import VoxelflowValueError, check_choice, did_you_mean
-from voxelflow.backends._niftizarr_layout import Layout
-from voxelflow.backends.niftizarr import COMPLETE_ATTR, NiftiZarrBackend, is_remote
+from voxelflow._atomic import check_target, hidden_sibling, publish, remove
+from voxelflow._errors import VoxelflowError, VoxelflowValueError, check_choice, did_you_mean
+from voxelflow.backends._fsspec import is_remote
+from voxelflow.backends.base import storable, storable_dtype
+from voxelflow.backends.nifti_header import NiftiHeaderType
+from voxelflow.backends.nifti_write import write_error
+from voxelflow.backends.niftizarr_meta import (
+    COMPLETE_ATTR,
+    Layout,
+    default_levels,
+    header_json,
+    multiscales,
+    pyramid_shapes,
+)
+from voxelflow.backends.write_source import WriteSource, fresh_header, header_affine, source_of
 
 Codec = Literal["blosc", "zstd", "gzip", "none"]
 Method = Literal["mean", "majority", "nearest"]
@@ -34,143 +59,492 @@ CODECS: tuple[str, ...] = ("blosc", "zstd", "gzip", "none")
 METHODS: tuple[str, ...] = ("mean", "majority", "nearest")
 ZARR_FORMATS = (2, 3)
 
-
-# ============================================================================ JSON header
-_DTYPE_NAMES = {
-    2: "uint8", 4: "int16", 8: "int32", 16: "single", 32: "complex64", 64: "double",
-    256: "int8", 512: "uint16", 768: "uint32", 1024: "int64", 1280: "uint64",
-    1536: "double128", 1792: "complex128", 2048: "complex256",
-}  # fmt: skip
-_INTENT_NAMES = {
-    0: "", 2: "corr", 3: "ttest", 4: "ftest", 5: "zscore", 6: "chi2", 7: "beta", 8: "binomial",
-    9: "gamma", 10: "poisson", 11: "normal", 12: "ncftest", 13: "ncchi2", 14: "logistic",
-    15: "laplace", 16: "uniform", 17: "ncttest", 18: "weibull", 19: "chi", 20: "invgauss",
-    21: "extval", 22: "pvalue", 23: "logpvalue", 24: "log10pvalue", 1001: "estimate",
-    1002: "label", 1003: "neuronames", 1004: "matrix", 1005: "symmatrix", 1006: "dispvec",
-    1007: "vector", 1008: "point", 1009: "triangle", 1010: "quaternion", 1011: "unitless",
-    2001: "tseries", 2002: "elem", 2003: "rgb", 2004: "rgba", 2005: "shape",
-}  # fmt: skip
-_INTENT_PARAMS = {
-    "corr": 1, "ttest": 1, "ftest": 2, "chi2": 1, "beta": 2, "binomial": 2, "gamma": 2,
-    "poisson": 1, "normal": 2, "ncftest": 3, "ncchi2": 2, "logistic": 2, "laplace": 2,
-    "uniform": 2, "ncttest": 2, "weibull": 2, "chi": 1, "invgauss": 2, "extval": 2,
-    "matrix": 2, "symmatrix": 1,
-}  # fmt: skip
-_UNITS = {
-    0: "",
-    1: "m",
-    2: "mm",
-    3: "um",
-    8: "s",
-    16: "ms",
-    24: "us",
-    32: "hz",
-    40: "ppm",
-    48: "rad/s",
-}
-_OME_UNITS = {"m": "meter", "mm": "millimeter", "um": "micrometer", "s": "second",
-              "ms": "millisecond", "us": "microsecond", "": ""}  # fmt: skip
-_SLICE_CODES = {0: "", 1: "seq+", 2: "seq-", 3: "alt+", 4: "alt-", 5: "alt2+", 6: "alt2-"}
-_XFORMS = {0: "", 1: "scanner_anat", 2: "aligned_anat", 3: "talairach", 4: "mni_152",
-           5: "template_other"}  # fmt: skip
+Box4 = tuple[slice, slice, slice, slice]
 
 
-def _text(value: Any) -> str:
-    raw = np.asarray(value).tobytes().split(b"\x00", 1)[0]
-    return "".join(ch for ch in raw.decode("latin-1") if ch.isprintable())
+def _triple(name: str, value: int | Sequence[int], path: str) -> tuple[int, int, int]:
+    values = (value,) * 3 if isinstance(value, int | np.integer) else tuple(value)
+    if len(values) != 3 or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in values
+    ):
+        raise VoxelflowValueError(
+            f"{path}: {name}={value!r} must be a positive int or three positive ints (I, J, K)"
+        )
+    return int(values[0]), int(values[1]), int(values[2])
 
 
-def _num(value: Any) -> float:
-    number = float(value)
-    return number if math.isfinite(number) else 0.0
+def layout_of(header: NiftiHeaderType) -> Layout:
+    """The axes a header's dims are stored on: ``z, y, x`` plus ``t`` and ``c`` when > 1."""
+    file_shape = tuple(int(n) for n in header.get_data_shape())
+    axes = ["z", "y", "x"]
+    if len(file_shape) > 4 and file_shape[4] > 1:
+        axes.insert(0, "c")
+    if len(file_shape) > 3 and file_shape[3] > 1:
+        axes.insert(0, "t")
+    return Layout(tuple(axes), file_shape)
 
 
-def header_json(header: nib.Nifti1Header | nib.Nifti2Header) -> dict[str, Any]:
-    """The JSON rendering of a NIfTI header that NIfTI-Zarr puts on the ``nifti`` array."""
-    h = header.structarr
-    ndim = int(h["dim"][0])
-    intent = _INTENT_NAMES.get(int(h["intent_code"]), "")
-    intent_p = [float(h["intent_p1"]), float(h["intent_p2"]), float(h["intent_p3"])]
-    params = intent_p[: _INTENT_PARAMS.get(intent, 0)]
-    units = int(h["xyzt_units"])
-    version1 = int(h["sizeof_hdr"]) == 348
-    dim_info = int(h["dim_info"])
-    sform = np.asarray(h["srow_x"].tolist() + h["srow_y"].tolist() + h["srow_z"].tolist())
-    out: dict[str, Any] = {
-        "NIIHeaderSize": int(h["sizeof_hdr"]),
-        "DimInfo": {
-            "Freq": dim_info & 3,
-            "Phase": (dim_info >> 2) & 3,
-            "Slice": (dim_info >> 4) & 3,
-        },
-        "Dim": [int(d) for d in h["dim"][1 : 1 + ndim]],
-        "Param1": params[0] if len(params) > 0 else None,
-        "Param2": params[1] if len(params) > 1 else None,
-        "Param3": params[2] if len(params) > 2 else None,
-        "Intent": intent,
-        "DataType": _DTYPE_NAMES.get(int(h["datatype"]), ""),
-        "BitDepth": int(h["bitpix"]),
-        "FirstSliceID": int(h["slice_start"]),
-        "VoxelSize": [_num(p) for p in h["pixdim"][1 : 1 + ndim]],
-        "Orientation": {"x": "r" if float(h["pixdim"][0]) == 0 else "l", "y": "a", "z": "s"},
-        "NIIByteOffset": int(h["vox_offset"]),
-        "ScaleSlope": _num(h["scl_slope"]),
-        "ScaleOffset": _num(h["scl_inter"]),
-        "LastSliceID": int(h["slice_end"]),
-        "SliceType": _SLICE_CODES.get(int(h["slice_code"]), ""),
-        "Unit": {"L": _UNITS.get(units & 0x07, ""), "T": _UNITS.get(units & 0x38, "")},
-        "MaxIntensity": _num(h["cal_max"]),
-        "MinIntensity": _num(h["cal_min"]),
-        "SliceTime": _num(h["slice_duration"]),
-        "TimeOffset": _num(h["toffset"]),
-        "Description": _text(h["descrip"]),
-        "AuxFile": _text(h["aux_file"]),
-        "QForm": _XFORMS.get(int(h["qform_code"]), ""),
-        "SForm": _XFORMS.get(int(h["sform_code"]), ""),
-        "Quatern": {k: _num(h[f"quatern_{k}"]) for k in "bcd"},
-        "QuaternOffset": {k: _num(h[f"qoffset_{k}"]) for k in "xyz"},
-        "Affine": [[_num(v) for v in sform[r * 4 : r * 4 + 4]] for r in range(3)],
-        "Name": _text(h["intent_name"]),
-        "NIIFormat": _text(h["magic"]),
-        "NIFTIExtension": [1 if len(header.extensions) else 0, 0, 0, 0],
-        "A75DataTypeName": _text(h["data_type"]) if version1 else "",
-        "A75DBName": _text(h["db_name"]) if version1 else "",
-        "A75Extends": int(h["extents"]) if version1 else 0,
-        "A75SessionError": int(h["session_error"]) if version1 else 0,
-        "A75Regular": int(np.frombuffer(h["regular"].tobytes(), np.uint8)[0]) if version1 else 0,
-        "A75GlobalMax": int(h["glmax"]) if version1 else 0,
-        "A75GlobalMin": int(h["glmin"]) if version1 else 0,
-    }
-    return out
+class NiftiZarrWriter:
+    """Creates, fills and finalises one NIfTI-Zarr store (see the module's docs).
 
+    Use :meth:`create`; ``with NiftiZarrWriter.create(...) as store:`` finalises
+    on success and aborts on error.
 
-# ============================================================================ writing
-@dataclass
-class _Level:
-    """One pyramid level being written: its array and the slices waiting to be written."""
+    Example:
+        >>> import numpy as np, os, tempfile, torch, voxelflow as tio
+        >>> from voxelflow.backends import NiftiZarrWriter
+        >>> path = os.path.join(tempfile.mkdtemp(), "out.nii.zarr")
+        >>> with NiftiZarrWriter.create(path, shape=(2, 8, 8, 8), dtype=torch.float32,
+        ...                             affine=np.eye(4), chunks=4, levels=2) as store:
+        ...     box = (slice(0, 2), slice(0, 8), slice(0, 8), slice(0, 8))
+        ...     store.write(box, torch.ones(2, 8, 8, 8))
+        ...     store.write(box, store.read(box) + 1)  # read-modify-write
+        >>> image = tio.ScalarImage(path)
+        >>> image.shape, float(image.data.mean()), tio.ScalarImage(path, level=1).shape
+        ((2, 8, 8, 8), 2.0, (2, 4, 4, 4))
+    """
 
-    array: Any
-    factors: tuple[int, int, int]  # (z, y, x) downsampling from the level above (1 or 2)
-    slab: int  # slices written at once (the z chunk, or shard)
-    pending: list[np.ndarray]
-    written: int = 0
-    carry: np.ndarray | None = None  # odd slice waiting for its pair (input to this level)
+    def __init__(
+        self,
+        path: str,
+        tmp: str,
+        header: NiftiHeaderType,
+        *,
+        chunks: tuple[int, int, int],
+        shards: tuple[int, int, int] | None,
+        codec: str,
+        compression_level: int | None,
+        checksum: bool,
+        levels: int,
+        method: str,
+        zarr_format: int,
+        overwrite: bool,
+    ) -> None:
+        self.path = path
+        self.tmp = tmp
+        self.header = header
+        self.layout = layout_of(header)
+        self.dtype = np.dtype(header.get_data_dtype()).newbyteorder("=")
+        self.chunks = chunks
+        self.shards = shards
+        self.codec = codec
+        self.compression_level = compression_level
+        self.checksum = checksum
+        self.method = method
+        self.zarr_format = zarr_format
+        self.overwrite = overwrite
+        spatial = tuple(int(n) for n in header.get_data_shape()[:3])
+        self.shape: tuple[int, int, int, int] = (self.layout.channels, *spatial)  # type: ignore[assignment]
+        self.shapes = pyramid_shapes(spatial[::-1], levels)
+        self.state: Literal["open", "finalized", "aborted"] = "open"
+        self._group: Any = None
+        self._levels: list[Any] = []
+        # The pyramid is built on the fly while level 0 arrives in whole slabs in K order
+        # (streamed writes); any other write pattern rebuilds it from level 0 at the end.
+        self._next_k: int | None = 0
+        self._pending: list[list[np.ndarray]] = []
+        self._carry: list[np.ndarray | None] = []
+        self._written: list[int] = []
 
+    # ------------------------------------------------------------------ creating
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        shape: Sequence[int],
+        dtype: torch.dtype | np.dtype | type | None = None,
+        affine: np.ndarray | None = None,
+        *,
+        chunks: int | Sequence[int] = 64,
+        shards: int | Sequence[int] | None = None,
+        codec: Codec = "blosc",
+        compression_level: int | None = None,
+        checksum: bool | None = None,
+        label: bool = False,
+        levels: int | None = 1,
+        method: Method | None = None,
+        zarr_format: int = 3,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        header: NiftiHeaderType | None = None,
+    ) -> NiftiZarrWriter:
+        """Create the store (hidden, marked incomplete) and return its writer.
 
-def _pyramid_shapes(spatial_zyx: Sequence[int], levels: int) -> list[tuple[int, int, int]]:
-    shapes = [tuple(int(s) for s in spatial_zyx)]
-    while len(shapes) < levels:
-        prev = shapes[-1]
-        if all(s == 1 for s in prev):
-            break
-        shapes.append(tuple((s + 1) // 2 if s > 1 else 1 for s in prev))
-    return shapes  # type: ignore[return-value]
+        Args:
+            path: the output ``.nii.zarr`` (a local directory).
+            shape: ``(C, I, J, K)``.
+            dtype: stored dtype (torch or NumPy; half floats are stored as float32,
+                booleans as uint8); default: ``header``'s.
+            affine: 4×4 voxel-to-world matrix; default: ``header``'s.
+            chunks: chunk size along ``(I, J, K)`` (one int for all three).
+            shards: shard size along ``(I, J, K)`` (a multiple of ``chunks``; Zarr v3).
+            codec: ``"blosc"`` (lz4 + shuffle), ``"zstd"``, ``"gzip"`` or ``"none"``.
+            compression_level: the codec's level (default: its own).
+            checksum: a CRC-32C per chunk (default: on for Zarr v3; v2 has none).
+            label: label map: intent "label", majority-vote pyramid.
+            levels: pyramid levels including full resolution (``None``: until the
+                coarsest fits in one chunk).
+            method: ``"mean"``, ``"majority"`` or ``"nearest"`` (default: majority for
+                labels, mean otherwise; labels refuse ``"mean"``).
+            zarr_format: 3 (OME 0.5) or 2 (OME 0.4).
+            overwrite: replace an existing output (only one that is an image).
+            storage_options: for remote paths, which are refused (no atomic rename on
+                object storage): write locally, then upload.
+            header: a NIfTI header to store (its codes, units, intent, scaling and
+                dims; dims must describe ``shape``).
+        """
+        from voxelflow.backends.registry import is_image
 
+        path = os.fspath(path).rstrip("/")
+        if is_remote(path):
+            raise VoxelflowValueError(
+                f"{path}: writing NIfTI-Zarr to a remote URI is not supported (no atomic "
+                "rename on object storage); write locally, then upload (e.g. aws s3 sync)"
+            )
+        check_choice("codec", codec, CODECS)
+        if zarr_format not in ZARR_FORMATS:
+            raise VoxelflowValueError(f"{path}: zarr_format={zarr_format!r} must be 2 or 3")
+        method = method or ("majority" if label else "mean")
+        check_choice("method", method, METHODS)
+        if label and method == "mean":
+            raise VoxelflowValueError(
+                f"{path}: method='mean' would invent labels in a label map's pyramid; use "
+                "method='majority' or 'nearest' (or label=False if the data are not labels)"
+            )
+        chunk_ijk = _triple("chunk", chunks, path)
+        shard_ijk = None if shards is None else _triple("shard", shards, path)
+        if shard_ijk is not None:
+            if zarr_format == 2:
+                raise VoxelflowValueError(
+                    f"{path}: shard= needs zarr_format=3 (Zarr v2 has no sharding)"
+                )
+            if any(s % c for s, c in zip(shard_ijk, chunk_ijk, strict=True)):
+                raise VoxelflowValueError(
+                    f"{path}: shard={shards!r} must be a multiple of chunk={chunks!r} on each axis"
+                )
+        if compression_level is not None and codec == "none":
+            raise VoxelflowValueError(f"{path}: compression_level needs a codec, not 'none'")
+        if checksum and zarr_format == 2:
+            raise VoxelflowValueError(f"{path}: checksum=True needs zarr_format=3")
+        if levels is not None and (
+            isinstance(levels, bool) or not isinstance(levels, int | np.integer) or levels < 1
+        ):
+            raise VoxelflowValueError(f"{path}: levels={levels!r} must be an int >= 1")
+        shape4 = tuple(int(n) for n in shape)
+        if len(shape4) != 4 or min(shape4) < 1:
+            raise VoxelflowValueError(
+                f"{path}: shape={tuple(shape)!r} must be four sizes (C, I, J, K) >= 1"
+            )
+        if header is None:
+            if dtype is None or affine is None:
+                raise VoxelflowValueError(f"{path}: pass dtype= and affine= (or a header=)")
+            header = fresh_header(
+                shape4,  # type: ignore[arg-type]
+                storable_dtype(dtype if isinstance(dtype, torch.dtype) else np.dtype(dtype)),
+                np.asarray(affine, dtype=np.float64),
+                label=label,
+                channels_on="c",
+            )
+        else:
+            header = header.copy()
+            if dtype is not None:
+                header.set_data_dtype(
+                    storable_dtype(dtype if isinstance(dtype, torch.dtype) else np.dtype(dtype))
+                )
+            if affine is not None and not np.allclose(header_affine(header), affine, atol=1e-6):
+                from voxelflow.backends.write_source import set_affine
 
-def default_levels(spatial: Sequence[int], chunk: Sequence[int]) -> int:
-    """Levels until the coarsest fits in one chunk (the reference implementation's default)."""
-    ratio = max(s / c for s, c in zip(spatial, chunk, strict=True))
-    return max(1, int(math.ceil(math.log2(ratio))) + 1 if ratio > 1 else 1)
+                set_affine(header, affine, int(header["qform_code"]), int(header["sform_code"]))
+        layout = layout_of(header)
+        if (layout.channels, *layout.file_shape[:3]) != shape4:
+            raise VoxelflowValueError(
+                f"{path}: header dims {layout.file_shape} do not describe shape {shape4}"
+            )
+        spatial_zyx = shape4[1:][::-1]
+        count = int(levels) if levels is not None else default_levels(spatial_zyx, chunk_ijk[::-1])
+        check_target(path, overwrite=overwrite, replaceable=is_image)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        writer = cls(
+            path,
+            hidden_sibling(path, "partial"),
+            header,
+            chunks=chunk_ijk,
+            shards=shard_ijk,
+            codec=codec,
+            compression_level=compression_level,
+            checksum=zarr_format == 3 if checksum is None else bool(checksum),
+            levels=count,
+            method=method,
+            zarr_format=int(zarr_format),
+            overwrite=overwrite,
+        )
+        try:
+            writer._start()
+        except BaseException as error:
+            writer.abort()
+            if isinstance(error, OSError) and not isinstance(error, VoxelflowError):
+                raise write_error(path, error) from error
+            raise
+        return writer
+
+    def _start(self) -> None:
+        import zarr
+        from zarr.storage import LocalStore
+
+        self._group = zarr.open_group(LocalStore(self.tmp), mode="w", zarr_format=self.zarr_format)  # type: ignore[arg-type]
+        self._group.attrs.update(self._group_attrs(complete=False))
+        self._write_header()
+        self._levels = [self._create_level(n) for n in range(len(self.shapes))]
+        self._pending = [[] for _ in self.shapes]
+        self._carry = [None for _ in self.shapes]
+        self._written = [0 for _ in self.shapes]
+
+    # ------------------------------------------------------------------ metadata
+    def _group_attrs(self, *, complete: bool) -> dict[str, Any]:
+        header = self.header
+        zooms = header.get_zooms()
+        pixdim_zyx = [float(z) or 1.0 for z in zooms[:3]][::-1]
+        time_scale = float(zooms[3]) if "t" in self.layout.axes and len(zooms) > 3 else 1.0
+        entry = multiscales(
+            self.layout,
+            self.shapes,
+            pixdim_zyx,
+            header.get_xyzt_units(),
+            time_scale=time_scale or 1.0,
+            method=self.method,
+        )
+        marker = {COMPLETE_ATTR: {"complete": complete, "writer": "voxelflow"}}
+        if self.zarr_format == 3:
+            return {"ome": {"version": "0.5", "multiscales": [entry]}, **marker}
+        entry["version"] = "0.4"
+        return {"multiscales": [entry], **marker}
+
+    def _encoding(self) -> Any:
+        from zarr.core.chunk_key_encodings import ChunkKeyEncodingParams
+
+        if self.zarr_format == 3:
+            return ChunkKeyEncodingParams(name="default", separator="/")
+        return ChunkKeyEncodingParams(name="v2", separator="/")
+
+    def _write_header(self) -> None:
+        header = self.header
+        stream = io.BytesIO()
+        header.write_to(stream)
+        raw = np.frombuffer(stream.getvalue(), dtype=np.uint8)
+        if len(header.extensions) == 0:
+            raw = raw[: int(header.sizeof_hdr)]
+        array = self._group.create_array(
+            name="nifti", shape=raw.shape, chunks=raw.shape, dtype=np.uint8, compressors=None,
+            fill_value=0, chunk_key_encoding=self._encoding(), attributes=header_json(header),
+        )  # fmt: skip
+        array[...] = raw
+
+    def _compressors(self) -> Any:
+        level = self.compression_level
+        if self.zarr_format == 3:
+            from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
+
+            codecs: list[Any] = []
+            if self.codec == "blosc":
+                codecs.append(
+                    BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle="shuffle")
+                )
+            elif self.codec == "zstd":
+                codecs.append(ZstdCodec(level=3 if level is None else level))
+            elif self.codec == "gzip":
+                codecs.append(GzipCodec(level=6 if level is None else level))
+            if self.checksum:
+                codecs.append(Crc32cCodec())
+            return codecs or None
+        import numcodecs
+
+        if self.codec == "none":
+            return None
+        if self.codec == "blosc":
+            return numcodecs.Blosc(cname="lz4", clevel=5 if level is None else level, shuffle=1)
+        if self.codec == "zstd":
+            return numcodecs.Zstd(level=3 if level is None else level)
+        return numcodecs.Zlib(level=6 if level is None else level)
+
+    def _create_level(self, n: int) -> Any:
+        lead = self.layout.zarr_shape((1, 1, 1))[: len(self.layout.axes) - 3]
+        shape = self.shapes[n]
+        chunk_zyx = tuple(min(c, s) for c, s in zip(self.chunks[::-1], shape, strict=True))
+        shards = None
+        if self.shards is not None:
+            shards = tuple(
+                max(c, (min(sh, -(-s // c) * c) // c) * c)
+                for sh, s, c in zip(self.shards[::-1], shape, chunk_zyx, strict=True)
+            )
+        axes = list(self.layout.axes)
+        ones = (1,) * len(lead)
+        kwargs: dict[str, Any] = {
+            "name": str(n), "shape": (*lead, *shape), "chunks": (*ones, *chunk_zyx),
+            "dtype": self.dtype, "compressors": self._compressors(), "fill_value": 0,
+            "attributes": {"_ARRAY_DIMENSIONS": axes}, "config": {"write_empty_chunks": True},
+            "chunk_key_encoding": self._encoding(),
+        }  # fmt: skip
+        if self.zarr_format == 3:
+            kwargs["dimension_names"] = axes
+            if shards is not None:
+                kwargs["shards"] = (*ones, *shards)
+        return self._group.create_array(**kwargs)
+
+    # ------------------------------------------------------------------ data
+    def _selection(self, box: Sequence[slice]) -> tuple[slice, ...]:
+        channels, i, j, k = (slice(*s.indices(n)) for s, n in zip(box, self.shape, strict=True))
+        if any(s.step != 1 for s in (channels, i, j, k)):
+            raise VoxelflowValueError(f"{self.path}: write/read boxes take steps of 1, got {box}")
+        per_axis = {"x": i, "y": j, "z": k, "t": slice(None), "c": slice(None)}
+        lead = [a for a in self.layout.axes if a in "tc"]
+        if len(lead) == 1:
+            per_axis[lead[0]] = channels
+        elif (channels.start, channels.stop) != (0, self.shape[0]):
+            raise VoxelflowValueError(
+                f"{self.path}: with both time and vector dims, a box covers all channels"
+            )
+        return tuple(per_axis[a] for a in self.layout.axes)
+
+    def _check_open(self) -> None:
+        if self.state != "open":
+            raise VoxelflowValueError(
+                f"{self.path}: the writer is {self.state}; create a new one to write again"
+            )
+
+    def write(self, box: Sequence[slice], data: torch.Tensor | np.ndarray) -> None:
+        """Store ``data`` (shaped like ``box``, four slices ``(C, I, J, K)``) in level 0."""
+        self._check_open()
+        values = storable(data, self.dtype)
+        expected = tuple(len(range(*s.indices(n))) for s, n in zip(box, self.shape, strict=True))
+        if tuple(values.shape) != expected:
+            raise VoxelflowValueError(
+                f"{self.path}: data of shape {tuple(values.shape)} for a box of shape {expected}"
+            )
+        selection = self._selection(box)
+        zarr_values = self.layout.to_zarr(values)
+        try:
+            self._levels[0][selection] = zarr_values
+            self._follow(box, zarr_values)
+        except OSError as error:
+            if isinstance(error, VoxelflowError):
+                raise
+            raise write_error(self.path, error) from error
+
+    def _follow(self, box: Sequence[slice], zarr_values: np.ndarray) -> None:
+        """Feed the on-the-fly pyramid with a slab that continues level 0 in K order."""
+        if len(self.shapes) == 1 or self._next_k is None:
+            return
+        bounds = [s.indices(n) for s, n in zip(box, self.shape, strict=True)]
+        whole = all(b[:2] == (0, n) for b, n in zip(bounds[:3], self.shape[:3], strict=True))
+        if not whole or bounds[3][0] != self._next_k:
+            self._next_k = None  # not a stream: the pyramid is built at the end
+            self._pending = [[] for _ in self.shapes]
+            self._carry = [None for _ in self.shapes]
+            return
+        self._next_k = bounds[3][1]
+        self._feed(1, zarr_values, final=False)
+
+    def _feed(self, n: int, parent: np.ndarray | None, final: bool) -> None:
+        """Downsample slices of level ``n - 1`` into level ``n``; write its whole slabs."""
+        factors = tuple(2 if s > 1 else 1 for s in self.shapes[n - 1])
+        parts = [p for p in (self._carry[n], parent) if p is not None]
+        self._carry[n] = None
+        if parts:
+            data = np.concatenate(parts, axis=-3) if len(parts) > 1 else parts[0]
+            if factors[0] == 2 and not final and data.shape[-3] % 2:
+                self._carry[n] = data[..., -1:, :, :].copy()  # waits for its pair
+                data = data[..., :-1, :, :]
+            if data.shape[-3]:
+                reduced = _reduce(_pad_even(data, factors), factors, self.method)  # type: ignore[arg-type]
+                self._pending[n].append(reduced)
+        target = self._levels[n]
+        depth = int((target.shards or target.chunks)[-3])
+        buffered = sum(p.shape[-3] for p in self._pending[n])
+        while buffered >= depth or (final and buffered):
+            pending = self._pending[n]
+            data = np.concatenate(pending, axis=-3) if len(pending) > 1 else pending[0]
+            take = min(depth, data.shape[-3])
+            out, rest = data[..., :take, :, :], data[..., take:, :, :]
+            z0 = self._written[n]
+            target[..., z0 : z0 + take, :, :] = out
+            self._written[n] += take
+            self._pending[n] = [rest] if rest.shape[-3] else []
+            buffered -= take
+            if n + 1 < len(self.shapes):
+                self._feed(n + 1, out, final=False)
+        if final and n + 1 < len(self.shapes):
+            self._feed(n + 1, None, final=True)
+
+    def read(self, box: Sequence[slice]) -> np.ndarray:
+        """What level 0 holds in ``box``, as a ``(C, I, J, K)`` array of the stored dtype."""
+        self._check_open()
+        selection = self._selection(box)
+        data = np.asarray(self._levels[0][selection])
+        full = self.layout.from_zarr(data.reshape(self._selected_shape(selection)))
+        return np.ascontiguousarray(full)
+
+    def _selected_shape(self, selection: tuple[slice, ...]) -> tuple[int, ...]:
+        return tuple(
+            len(range(*s.indices(n))) for s, n in zip(selection, self._levels[0].shape, strict=True)
+        )
+
+    # ------------------------------------------------------------------ ending
+    def finalize(self, progress: bool | None = None) -> str:
+        """Build the pyramid, mark the store complete, publish it; return its path."""
+        from voxelflow.backends.registry import is_image
+
+        self._check_open()
+        try:
+            if len(self.shapes) > 1:
+                if self._next_k == self.shape[3]:
+                    self._feed(1, None, final=True)  # the stream is complete: flush the pyramid
+                else:
+                    for n in range(1, len(self.shapes)):
+                        self._downsample_into(n, progress)
+            self._group.attrs.update(self._group_attrs(complete=True))
+            publish(self.tmp, self.path, overwrite=self.overwrite, replaceable=is_image)
+        except BaseException as error:
+            self.abort()
+            if isinstance(error, OSError) and not isinstance(error, VoxelflowError):
+                raise write_error(self.path, error) from error
+            raise
+        self.state = "finalized"
+        return self.path
+
+    def _downsample_into(self, n: int, progress: bool | None) -> None:
+        """Level ``n`` from level ``n - 1``, one slab of level ``n``'s chunks (or shards) at a time."""
+        from tqdm.auto import tqdm
+
+        source, target = self._levels[n - 1], self._levels[n]
+        factors = tuple(2 if s > 1 else 1 for s in self.shapes[n - 1])
+        depth = int((target.shards or target.chunks)[-3])
+        total = self.shapes[n][0]
+        with tqdm(
+            total=total, unit="slice", desc=f"level {n} of {os.path.basename(self.path)}",
+            disable=None if progress is None else not progress, leave=False,
+        ) as bar:  # fmt: skip
+            for z0 in range(0, total, depth):
+                z1 = min(total, z0 + depth)
+                block = np.asarray(source[..., z0 * factors[0] : z1 * factors[0], :, :])
+                block = _pad_even(block, factors)  # type: ignore[arg-type]
+                target[..., z0:z1, :, :] = _reduce(block, factors, self.method)  # type: ignore[arg-type]
+                bar.update(z1 - z0)
+
+    def abort(self) -> None:
+        """Remove the partial store (nothing is left at ``path`` by this writer)."""
+        if self.state == "open":
+            self.state = "aborted"
+        remove(self.tmp)
+
+    def __enter__(self) -> NiftiZarrWriter:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if kind is None:
+            if self.state == "open":
+                self.finalize()
+        else:
+            self.abort()
 
 
 def _reduce(block: np.ndarray, factors: tuple[int, int, int], method: str) -> np.ndarray:
@@ -216,6 +590,12 @@ def _pad_even(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
     return block
 
 
+SAVE_OPTIONS = (
+    "chunk", "shard", "codec", "compression_level", "checksum", "levels", "method",
+    "zarr_format", "label", "progress", "overwrite",
+)  # fmt: skip
+
+
 def write_niftizarr(
     image: Any,
     path: str,
@@ -224,47 +604,56 @@ def write_niftizarr(
     shard: int | Sequence[int] | None = None,
     codec: Codec = "blosc",
     compression_level: int | None = None,
+    checksum: bool | None = None,
     levels: int | None = None,
     method: Method | None = None,
     zarr_format: int = 3,
     label: bool | None = None,
     progress: bool | None = None,
+    overwrite: bool = True,
 ) -> None:
     """Write ``image`` to a NIfTI-Zarr store, streaming slab by slab (atomic).
 
     Args:
-        image: an :class:`~voxelflow.Image` (lazy or loaded).
-        path: output ``.nii.zarr`` directory (replaced atomically if it exists).
-        chunk: chunk size along ``(I, J, K)`` (one int for all three).
-        shard: shard size along ``(I, J, K)`` (a multiple of ``chunk``; Zarr v3 only).
-        codec: ``"blosc"`` (lz4 + shuffle), ``"zstd"``, ``"gzip"`` or ``"none"``.
-        compression_level: codec level (default: the codec's own).
-        levels: pyramid levels including full resolution (default: until the
-            coarsest level fits in one chunk; 1 writes no pyramid).
-        method: downsampling: ``"mean"`` (default for intensity images),
-            ``"majority"`` (default for label maps) or ``"nearest"``. Label maps
-            refuse ``"mean"``: labels are never smoothed.
-        zarr_format: 3 (OME 0.5, default) or 2 (OME 0.4).
+        image: an :class:`~voxelflow.Image` (lazy or loaded), or any
+            :class:`~voxelflow.backends.write_source.WriteSource`.
+        path: output ``.nii.zarr`` directory.
+        chunk, shard, codec, compression_level, checksum, levels, method,
+            zarr_format: see :meth:`NiftiZarrWriter.create` (``levels=None``:
+            until the coarsest level fits in one chunk).
         label: treat the data as labels (default: ``image.type == "label"``).
         progress: show a progress bar (default: only on a terminal).
+        overwrite: replace an existing image at ``path`` (default ``True``, as
+            ``save`` does; ``convert`` passes ``False``). Never replaces a
+            directory that is not an image.
 
-    The source is read in slabs of ``shard`` (or ``chunk``) slices along
-    ``K``; each pyramid level keeps at most one slab of its own, so peak memory
-    is about 1.5 slabs, whatever the volume size. Stored values are the file's
-    raw values with its ``scl_slope``/``scl_inter`` when the source is a NIfTI
-    or NIfTI-Zarr file opened directly; otherwise the values ``image`` reads.
+    The source is read in slabs of ``shard`` (or ``chunk``) slices along ``K``.
+    Stored values are the file's raw values with its header (scaling, codes,
+    units) when the source is a NIfTI or NIfTI-Zarr file opened directly;
+    otherwise the values ``image`` reads.
     """
-    writer = _Writer(
-        image, path, chunk=chunk, shard=shard, codec=codec, compression_level=compression_level,
-        levels=levels, method=method, zarr_format=zarr_format, label=label, progress=progress,
+    from tqdm.auto import tqdm
+
+    source: WriteSource = image if isinstance(image, WriteSource) else source_of(image, label)
+    label = source.label if label is None else bool(label)
+    path = os.fspath(path).rstrip("/")
+    writer = NiftiZarrWriter.create(
+        path, source.shape, header=source.header("c"), chunks=chunk, shards=shard, codec=codec,
+        compression_level=compression_level, checksum=checksum, label=label, levels=levels,
+        method=method, zarr_format=zarr_format, overwrite=overwrite,
     )  # fmt: skip
-    writer.run()
-
-
-SAVE_OPTIONS = (
-    "chunk", "shard", "codec", "compression_level", "levels", "method", "zarr_format", "label",
-    "progress",
-)  # fmt: skip
+    channels, i, j, k = source.shape
+    step = (writer.shards or writer.chunks)[2]
+    with writer, tqdm(
+        total=k, unit="slice", desc=f"writing {os.path.basename(path)}",
+        disable=(None if progress is None else not progress), leave=False,
+    ) as bar:  # fmt: skip
+        for k0 in range(0, k, step):
+            k1 = min(k, k0 + step)
+            box = (slice(0, channels, 1), slice(0, i, 1), slice(0, j, 1), slice(k0, k1, 1))
+            writer.write(box, source.read_stored(box))
+            bar.update(k1 - k0)
+        writer.finalize(progress)
 
 
 def save_niftizarr(image: Any, path: str, **options: Any) -> None:
@@ -279,382 +668,11 @@ def save_niftizarr(image: Any, path: str, **options: Any) -> None:
     write_niftizarr(image, path, **options)
 
 
-def _triple(name: str, value: int | Sequence[int], path: str) -> tuple[int, int, int]:
-    values = (value,) * 3 if isinstance(value, int | np.integer) else tuple(value)
-    if len(values) != 3 or not all(isinstance(v, int | np.integer) and v >= 1 for v in values):
-        raise VoxelflowValueError(
-            f"{path}: {name}={value!r} must be a positive int or three positive ints (I, J, K)"
-        )
-    return tuple(int(v) for v in values)  # type: ignore[return-value]
-
-
-class SlabSource:
-    """Reads slabs of an image in zarr order, raw values + header when the file allows."""
-
-    def __init__(self, image: Any, label: bool) -> None:
-        self.image = image
-        backend = None if image.is_loaded else image.dataobj
-        self.backend = backend if backend is not None else None
-        header = self._source_header(image, backend)
-        if header is not None:
-            self.header = header
-            self.raw = True
-        else:
-            self.raw = False
-            self.header = self._fresh_header(image, label)
-        file_shape = tuple(int(n) for n in self.header.get_data_shape())
-        axes = ["z", "y", "x"]
-        if len(file_shape) > 4 and file_shape[4] > 1:
-            axes.insert(0, "c")
-        if len(file_shape) > 3 and file_shape[3] > 1:
-            axes.insert(0, "t")
-        self.layout = Layout(tuple(axes), file_shape)
-        self.dtype = np.dtype(self.header.get_data_dtype()).newbyteorder("=")
-
-    @staticmethod
-    def _source_header(image: Any, backend: Any) -> Any:
-        if backend is None or image._affine is not None:
-            return None
-        from voxelflow.backends.nifti import NiftiBackend
-
-        if isinstance(backend, NiftiZarrBackend) and backend.level == 0:
-            return backend.nifti_header.copy()
-        if isinstance(backend, NiftiBackend):
-            loaded: Any = nib.load(backend.header.path)
-            header = loaded.header.copy()
-            slope, inter = loaded.dataobj.slope, loaded.dataobj.inter
-            header.set_slope_inter(slope, inter)
-            return header
-        return None
-
-    @staticmethod
-    def _fresh_header(image: Any, label: bool) -> nib.Nifti1Header:
-        dtype = image.dtype
-        numpy_dtype: np.dtype[Any]
-        if dtype in (torch.float16, torch.bfloat16):
-            numpy_dtype = np.dtype(np.float32)
-        elif dtype == torch.bool:
-            numpy_dtype = np.dtype(np.uint8)
-        else:
-            numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-        channels, *spatial = image.shape
-        shape = tuple(spatial) + ((channels,) if channels > 1 else ())
-        klass = nib.Nifti2Header if max(shape) > 32767 else nib.Nifti1Header
-        header = klass()
-        header.set_data_shape(shape)
-        header.set_data_dtype(numpy_dtype)
-        affine = np.asarray(image.affine, dtype=np.float64)
-        header.set_qform(affine, code=1)
-        header.set_sform(affine, code=1)
-        header.set_xyzt_units("mm", "sec")
-        if label:
-            header.set_intent("label")
-        return header
-
-    def read_cijk(self, k0: int, k1: int) -> np.ndarray:
-        """Slices ``k0:k1`` (along K) as ``(C, I, J, k)`` values of the stored dtype."""
-        channels, i, j, _ = self.image.shape
-        box = (slice(0, channels, 1), slice(0, i, 1), slice(0, j, 1), slice(k0, k1, 1))
-        if self.raw:
-            assert self.backend is not None  # raw reads come from a NIfTI backend
-            data = np.moveaxis(np.asarray(self.backend.read_raw(box)), -1, 0)
-        elif self.backend is not None:
-            data = self.backend.read(box).cpu().numpy()
-        else:
-            tensor = self.image.data[box]
-            if tensor.dtype in (torch.float16, torch.bfloat16, torch.bool):
-                tensor = tensor.float() if tensor.dtype != torch.bool else tensor.to(torch.uint8)
-            data = tensor.detach().cpu().numpy()
-        return data if data.dtype == self.dtype else data.astype(self.dtype)
-
-    def read(self, k0: int, k1: int) -> np.ndarray:
-        """Slices ``k0:k1`` (along K) in zarr order, C-contiguous, as the stored dtype."""
-        return np.ascontiguousarray(self.layout.to_zarr(self.read_cijk(k0, k1)))
-
-
-class _Writer:
-    def __init__(
-        self, image: Any, path: str, *, chunk: Any, shard: Any, codec: str,
-        compression_level: int | None, levels: int | None, method: str | None,
-        zarr_format: int, label: bool | None, progress: bool | None,
-    ) -> None:  # fmt: skip
-        self.path = os.fspath(path).rstrip("/")
-        if is_remote(self.path):
-            raise VoxelflowValueError(
-                f"{self.path}: writing NIfTI-Zarr to a remote URI is not supported (no atomic "
-                "rename on object storage); write locally, then upload (e.g. aws s3 sync)"
-            )
-        check_choice("codec", codec, CODECS)
-        if zarr_format not in ZARR_FORMATS:
-            raise VoxelflowValueError(f"{self.path}: zarr_format={zarr_format!r} must be 2 or 3")
-        self.label = image.type == "label" if label is None else bool(label)
-        method = method or ("majority" if self.label else "mean")
-        check_choice("method", method, METHODS)
-        if self.label and method == "mean":
-            raise VoxelflowValueError(
-                f"{self.path}: method='mean' would invent labels in a label map's pyramid; use "
-                "method='majority' or 'nearest' (or label=False if the data are not labels)"
-            )
-        self.chunk_ijk = _triple("chunk", chunk, self.path)
-        self.shard_ijk = None if shard is None else _triple("shard", shard, self.path)
-        if self.shard_ijk is not None:
-            if zarr_format == 2:
-                raise VoxelflowValueError(
-                    f"{self.path}: shard= needs zarr_format=3 (Zarr v2 has no sharding)"
-                )
-            bad = [s for s, c in zip(self.shard_ijk, self.chunk_ijk, strict=True) if s % c]
-            if bad:
-                raise VoxelflowValueError(
-                    f"{self.path}: shard={shard!r} must be a multiple of chunk={chunk!r} on each "
-                    "axis"
-                )
-        if compression_level is not None and codec == "none":
-            raise VoxelflowValueError(f"{self.path}: compression_level needs a codec, not 'none'")
-        if levels is not None and (not isinstance(levels, int | np.integer) or levels < 1):
-            raise VoxelflowValueError(f"{self.path}: levels={levels!r} must be an int >= 1")
-        self.codec = codec
-        self.compression_level = compression_level
-        self.method = method
-        self.zarr_format = int(zarr_format)
-        self.progress = progress
-        self.source = SlabSource(image, self.label)
-        spatial = tuple(image.shape[1:])
-        self.spatial_zyx = spatial[::-1]
-        chunk_zyx = self.chunk_ijk[::-1]
-        wanted = levels or default_levels(self.spatial_zyx, chunk_zyx)
-        self.shapes = _pyramid_shapes(self.spatial_zyx, int(wanted))
-        self.image = image
-
-    # ------------------------------------------------------------------ codecs
-    def _compressors(self) -> Any:
-        level = self.compression_level
-        if self.codec == "none":
-            return None
-        if self.zarr_format == 3:
-            from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
-
-            if self.codec == "blosc":
-                return BloscCodec(
-                    cname="lz4", clevel=5 if level is None else level, shuffle="shuffle"
-                )
-            if self.codec == "zstd":
-                return ZstdCodec(level=3 if level is None else level)
-            return GzipCodec(level=6 if level is None else level)
-        import numcodecs
-
-        if self.codec == "blosc":
-            return numcodecs.Blosc(cname="lz4", clevel=5 if level is None else level, shuffle=1)
-        if self.codec == "zstd":
-            return numcodecs.Zstd(level=3 if level is None else level)
-        return numcodecs.Zlib(level=6 if level is None else level)
-
-    # ------------------------------------------------------------------ metadata
-    def _multiscales(self, pixdim_zyx: Sequence[float], units: tuple[str, str]) -> dict[str, Any]:
-        axes_meta = []
-        space_unit = _OME_UNITS.get(units[0], "") or "millimeter"
-        time_unit = _OME_UNITS.get(units[1], "") or "second"
-        for name in self.source.layout.axes:
-            if name in "zyx":
-                axes_meta.append({"name": name, "type": "space", "unit": space_unit})
-            elif name == "t":
-                axes_meta.append({"name": name, "type": "time", "unit": time_unit})
-            else:
-                axes_meta.append({"name": name, "type": "channel"})
-        lead = len(self.source.layout.axes) - 3
-        datasets = []
-        for n in range(len(self.shapes)):
-            factor = self._cumulative_factors(n)
-            scale = [1.0] * lead + [p * f for p, f in zip(pixdim_zyx, factor, strict=True)]
-            shift = [0.0] * lead + [
-                p * (f - 1) / 2 for p, f in zip(pixdim_zyx, factor, strict=True)
-            ]
-            datasets.append(
-                {
-                    "path": str(n),
-                    "coordinateTransformations": [
-                        {"type": "scale", "scale": scale},
-                        {"type": "translation", "translation": shift},
-                    ],
-                }
-            )
-        time_scale = (
-            float(self.source.header.get_zooms()[3]) if "t" in self.source.layout.axes else 1.0
-        )
-        global_scale = [time_scale if a == "t" else 1.0 for a in self.source.layout.axes]
-        multiscale: dict[str, Any] = {
-            "name": "",
-            "type": f"{self.method} window 2x2x2",
-            "axes": axes_meta,
-            "datasets": datasets,
-            "coordinateTransformations": [{"type": "scale", "scale": global_scale}],
-        }
-        return multiscale
-
-    def _cumulative_factors(self, n: int) -> tuple[int, int, int]:
-        factors = [1, 1, 1]
-        for level in range(1, n + 1):
-            for axis in range(3):
-                if self.shapes[level - 1][axis] > 1:
-                    factors[axis] *= 2
-        return tuple(factors)  # type: ignore[return-value]
-
-    # ------------------------------------------------------------------ run
-    def run(self) -> None:
-        import zarr
-        from tqdm.auto import tqdm
-        from zarr.storage import LocalStore
-
-        source = self.source
-        header = source.header
-        layout = source.layout
-        lead = layout.zarr_shape((1, 1, 1))[: len(layout.axes) - 3]
-        chunk_zyx = self.chunk_ijk[::-1]
-        shard_zyx = None if self.shard_ijk is None else self.shard_ijk[::-1]
-        zooms = header.get_zooms()
-        pixdim_zyx = [float(z) or 1.0 for z in zooms[:3]][::-1]
-        units = header.get_xyzt_units()
-        total = int(np.prod(self.spatial_zyx)) * layout.channels * source.dtype.itemsize
-        with atomic_target(self.path) as tmp:
-            store = LocalStore(tmp)
-            group = zarr.open_group(store, mode="w", zarr_format=self.zarr_format)  # type: ignore[arg-type]
-            levels: list[_Level] = []
-            for n, shape in enumerate(self.shapes):
-                chunks = tuple(min(c, s) for c, s in zip(chunk_zyx, shape, strict=True))
-                shards = None
-                if shard_zyx is not None:
-                    shards = tuple(
-                        min(sh, -(-s // c) * c)
-                        for sh, s, c in zip(shard_zyx, shape, chunks, strict=True)
-                    )
-                    shards = tuple(
-                        max(c, (sh // c) * c) for sh, c in zip(shards, chunks, strict=True)
-                    )
-                array = self._create(
-                    group,
-                    str(n),
-                    (*lead, *shape),
-                    (*lead_chunks(lead), *chunks),
-                    shards and (*lead_chunks(lead), *shards),
-                )
-                factors = tuple(2 if s > 1 else 1 for s in self.shapes[n - 1]) if n else (1, 1, 1)
-                slab_depth = (shards or chunks)[0]
-                levels.append(_Level(array, factors, slab_depth, []))  # type: ignore[arg-type]
-            step = levels[0].slab
-            depth = self.spatial_zyx[0]
-            bar = tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"writing {os.path.basename(self.path)}",
-                disable=(None if self.progress is None else not self.progress), leave=False,
-            )  # fmt: skip
-            try:
-                for k0 in range(0, depth, step):
-                    k1 = min(depth, k0 + step)
-                    slab = source.read(k0, k1)
-                    self._push(levels, 0, slab, final=False)
-                    bar.update(slab.nbytes)
-                self._push(levels, 0, None, final=True)
-            finally:
-                bar.close()
-            group.attrs.update(self._group_attrs(pixdim_zyx, units))
-            self._write_header(group, header)
-
-    def _group_attrs(self, pixdim_zyx: Sequence[float], units: tuple[str, str]) -> dict[str, Any]:
-        multiscale = self._multiscales(pixdim_zyx, units)
-        marker = {COMPLETE_ATTR: {"complete": True, "writer": "voxelflow"}}
-        if self.zarr_format == 3:
-            return {"ome": {"version": "0.5", "multiscales": [multiscale]}, **marker}
-        multiscale["version"] = "0.4"
-        return {"multiscales": [multiscale], **marker}
-
-    def _create(
-        self,
-        group: Any,
-        name: str,
-        shape: tuple[int, ...],
-        chunks: tuple[int, ...],
-        shards: tuple[int, ...] | None,
-    ) -> Any:
-        from zarr.core.chunk_key_encodings import ChunkKeyEncodingParams
-
-        axes = list(self.source.layout.axes)
-        kwargs: dict[str, Any] = {
-            "name": name, "shape": shape, "chunks": chunks, "dtype": self.source.dtype,
-            "compressors": self._compressors(), "fill_value": 0,
-            "attributes": {"_ARRAY_DIMENSIONS": axes},
-            "config": {"write_empty_chunks": True},
-        }  # fmt: skip
-        if self.zarr_format == 3:
-            kwargs["dimension_names"] = axes
-            kwargs["chunk_key_encoding"] = ChunkKeyEncodingParams(name="default", separator="/")
-            if shards is not None:
-                kwargs["shards"] = shards
-        else:
-            kwargs["chunk_key_encoding"] = ChunkKeyEncodingParams(name="v2", separator="/")
-        return group.create_array(**kwargs)
-
-    def _write_header(self, group: Any, header: Any) -> None:
-        from zarr.core.chunk_key_encodings import ChunkKeyEncodingParams
-
-        stream = io.BytesIO()
-        header.write_to(stream)
-        raw = np.frombuffer(stream.getvalue(), dtype=np.uint8)
-        if len(header.extensions) == 0:
-            raw = raw[: int(header.sizeof_hdr)]
-        encoding = ChunkKeyEncodingParams(
-            name="default" if self.zarr_format == 3 else "v2", separator="/"
-        )
-        array = group.create_array(
-            name="nifti", shape=raw.shape, chunks=raw.shape, dtype=np.uint8, compressors=None,
-            fill_value=0, chunk_key_encoding=encoding, attributes=header_json(header),
-        )  # fmt: skip
-        array[...] = raw
-
-    def _push(self, levels: list[_Level], n: int, slices: np.ndarray | None, final: bool) -> None:
-        """Give ``slices`` (zarr order, z = axis -3) to level ``n``; write whole slabs."""
-        level = levels[n]
-        if slices is not None and slices.shape[-3]:
-            level.pending.append(slices)
-        buffered = sum(p.shape[-3] for p in level.pending)
-        while buffered >= level.slab or (final and buffered):
-            data = (
-                np.concatenate(level.pending, axis=-3)
-                if len(level.pending) > 1
-                else level.pending[0]
-            )
-            take = min(level.slab, data.shape[-3])
-            out, rest = data[..., :take, :, :], data[..., take:, :, :]
-            z0 = level.written
-            level.array[(Ellipsis, slice(z0, z0 + take), slice(None), slice(None))] = out
-            level.written += take
-            level.pending = [rest] if rest.shape[-3] else []
-            buffered -= take
-            if n + 1 < len(levels):
-                self._push(
-                    levels, n + 1, self._downsample(levels[n + 1], out, final=False), final=False
-                )
-        if final and n + 1 < len(levels):
-            self._push(levels, n + 1, self._downsample(levels[n + 1], None, final=True), final=True)
-
-    def _downsample(
-        self, target: _Level, slices: np.ndarray | None, final: bool
-    ) -> np.ndarray | None:
-        """Downsample incoming slices for ``target``, keeping an odd z slice for its pair."""
-        parts = [p for p in (target.carry, slices) if p is not None]
-        target.carry = None
-        if not parts:
-            return None
-        data = np.concatenate(parts, axis=-3) if len(parts) > 1 else parts[0]
-        fz = target.factors[0]
-        if fz == 2:
-            usable = data.shape[-3] - data.shape[-3] % 2
-            if not final and usable < data.shape[-3]:
-                target.carry = data[..., usable:, :, :].copy()
-                data = data[..., :usable, :, :]
-            if data.shape[-3] == 0:
-                return None
-        data = _pad_even(data, target.factors)
-        return _reduce(data, target.factors, self.method)
-
-
-def lead_chunks(lead: Sequence[int]) -> tuple[int, ...]:
-    """Non-spatial axes (t, c) are chunked one value at a time."""
-    return tuple(1 for _ in lead)
+__all__ = [
+    "CODECS",
+    "METHODS",
+    "SAVE_OPTIONS",
+    "NiftiZarrWriter",
+    "save_niftizarr",
+    "write_niftizarr",
+]

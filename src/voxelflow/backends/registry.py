@@ -168,6 +168,45 @@ def _build(registration: Registration, source: str, options: dict[str, Any]) -> 
     return registration.target(source, **options)
 
 
+def is_image(path: str) -> bool:
+    """Whether ``path`` is an image voxelflow may replace when asked to overwrite it.
+
+    A symbolic link (the link is replaced, never what it points to); a file that
+    opens as an image (its header is read); a directory that holds only a Zarr
+    store, which opens as an image or is a partial store voxelflow was writing.
+    """
+    from voxelflow._atomic import holds_only_a_zarr_store
+
+    if os.path.islink(path):
+        return True
+    if os.path.isdir(path):
+        if not holds_only_a_zarr_store(path):
+            return False
+        if _voxelflow_marker(path):
+            return True
+    try:
+        open_backend(path)
+    except Exception:
+        return False
+    return True
+
+
+def _voxelflow_marker(path: str) -> bool:
+    """Whether a Zarr group's attributes carry voxelflow's completeness marker."""
+    import json
+
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        try:
+            with open(os.path.join(path, name), encoding="utf-8") as file:
+                meta = json.load(file)
+        except (OSError, ValueError):
+            continue
+        attrs = meta.get(key, {}) if key else meta
+        if isinstance(attrs, dict) and isinstance(attrs.get("voxelflow"), dict):
+            return True
+    return False
+
+
 def find_writer(path: str | os.PathLike[str]) -> Writer:
     """The writer for an output path."""
     text = os.fspath(path)

@@ -14,6 +14,7 @@ this backend converts to RAS+ and ``(C, I, J, K)`` so that an image read from
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from voxelflow._errors import (
     require,
 )
 from voxelflow._indexing import Box
-from voxelflow.backends.base import Backend, torch_dtype
+from voxelflow.backends.base import Backend, RegionCost, storable, store_into, torch_dtype
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -79,7 +80,7 @@ class SimpleITKBackend(Backend):
         torch.Size([1, 10, 16, 12])
     """
 
-    region_reads = False
+    region_cost: RegionCost = "whole"
 
     path: str
 
@@ -186,10 +187,24 @@ class SimpleITKBackend(Backend):
         state["_volume"] = None
         return state
 
+    @property
+    def cache_key(self) -> Hashable:
+        stats = [os.stat(f) for f in self._files]
+        return (
+            "sitk",
+            os.path.realpath(self.path),
+            tuple((s.st_size, s.st_mtime_ns) for s in stats),
+        )
+
     def read(self, box: Box | None = None) -> torch.Tensor:
         volume = self._load()
         region = volume if box is None else volume[box]
         return torch.from_numpy(np.array(region, copy=True))
+
+    def read_into(self, box: Box | None, out: torch.Tensor) -> None:
+        self.check_out(box, out)
+        volume = self._load()
+        store_into(volume if box is None else volume[box], out)
 
     def describe(self) -> dict[str, Any]:
         files = self._files
@@ -215,12 +230,7 @@ def write_sitk(image: Any, path: str, **options: Any) -> None:
         raise VoxelflowValueError(
             f"{path}: unknown option(s) {sorted(unknown)} for SimpleITK formats; known: use_compression"
         )
-    data = (image.data if image.is_loaded else image.dataobj.read()).detach().cpu()
-    if data.dtype in (torch.bfloat16, torch.float16):
-        data = data.float()
-    if data.dtype == torch.bool:
-        data = data.to(torch.uint8)
-    array = data.numpy()
+    array = storable(image.data if image.is_loaded else image.dataobj.read())
     channels = array.shape[0]
     if channels == 1:
         itk = sitk.GetImageFromArray(array[0].transpose(2, 1, 0))
