@@ -275,3 +275,88 @@ def test_file_truncated_after_opening(tmp_path: Path, rng: np.random.Generator) 
             tio.VoxelflowValueError, match=r"t\.nii: the file (is truncated|ended after)"
         ):
             read(image)
+
+
+TRUNCATE_UNDER_OPEN_IMAGE = """
+import sys, numpy as np, nibabel as nib, voxelflow as tio
+path = sys.argv[1]
+nib.save(nib.Nifti1Image(np.ones((64, 64, 64), np.float32), np.eye(4)), path)
+image = tio.ScalarImage(path)
+assert float(image.dataobj[:, :8, :8, :8].sum()) == 512  # mapped and read
+with open(path, "r+b") as file:
+    file.truncate(4096)  # the map now reaches past the end of the file
+try:
+    image.dataobj[:, :, :, 60:]
+except tio.VoxelflowValueError as error:
+    print("refused:", error)
+    sys.exit(0)
+sys.exit(3)
+"""
+
+
+def test_file_shrunk_under_an_open_mapped_image_raises_not_sigbus(tmp_path: Path) -> None:
+    """Reading a page past the end of a truncated mapped file is SIGBUS; each mapped read
+    checks the size first (in a child process, so a SIGBUS shows as a signal exit)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shrinks.nii"
+    result = subprocess.run(
+        [sys.executable, "-c", TRUNCATE_UNDER_OPEN_IMAGE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])  # -7 is SIGBUS
+    assert "shrinks.nii: the file is truncated" in result.stdout
+    assert "open it again" in result.stdout
+
+
+def _crafted(path: Path, dims: list[int], *, version: int = 2, payload: int = 4096) -> Path:
+    header = nib.Nifti2Header() if version == 2 else nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    raw = bytearray(header.binaryblock)
+    dim = np.zeros(8, dtype="<i8" if version == 2 else "<i2")
+    dim[: len(dims)] = dims
+    start = 16 if version == 2 else 40  # offset of dim[8] in each header
+    raw[start : start + dim.nbytes] = dim.tobytes()
+    offset = len(raw) + 4
+    if version == 2:
+        raw[168:176] = np.int64(offset).tobytes()  # vox_offset
+    else:
+        raw[108:112] = np.float32(offset).tobytes()
+    path.write_bytes(bytes(raw) + b"\0" * 4 + b"\1" * payload)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dims", "message"),
+    [
+        ([3, 2**31, 2**31, 2**31], "describe 1980704062856608439838"),  # wraps int64 to 0
+        ([3, 2**31, 4, 1], "the file is truncated: the header describes 17179869184 bytes"),
+        ([3, 10, -4, 5], r"dims \(10, -4, 5\) include -4"),
+        ([3, 10, 0, 5], r"dims \(10, 0, 5\) include 0"),
+        ([9, 1, 1, 1], r"dim\[0\] is \d+, not a number of dimensions"),
+    ],
+)
+def test_impossible_header_dims_are_refused_with_the_file_named(
+    tmp_path: Path, dims: list[int], message: str
+) -> None:
+    path = _crafted(tmp_path / "lies.nii", dims)
+    with pytest.raises(tio.VoxelflowValueError, match=rf"lies\.nii: .*{message}") as info:
+        _ = tio.ScalarImage(path).shape
+    assert "re-copy or re-export" in str(info.value) or "dims" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_gz_header_claiming_more_than_the_stream_can_hold_is_refused(tmp_path: Path) -> None:
+    import gzip
+
+    plain = _crafted(tmp_path / "plain.nii", [3, 4096, 4096, 4096], payload=1 << 16)  # 128 GiB
+    path = tmp_path / "lies.nii.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    with pytest.raises(
+        tio.VoxelflowValueError,
+        match=r"lies\.nii\.gz: the header describes 137438953472 bytes .* more than a \d+-byte gzip stream can hold",
+    ):
+        _ = tio.ScalarImage(path).shape

@@ -4,6 +4,7 @@ persistent and never stale, workers work, and bad input fails clearly."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 import pickle
 import sys
@@ -355,3 +356,121 @@ def test_index_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert result.exit_code == 0 and "up to date" in result.output
     result = runner.invoke(app, ["index", str(tmp_path / "missing.nii.gz")])
     assert result.exit_code == 1 and "missing.nii.gz" in result.output
+
+
+# ---------------------------------------------------------------- hardening
+def _same_size_variant(raw: bytes, seed: int = 0) -> tuple[bytes, bytes]:
+    """Two multi-member gzip streams of one NIfTI file's bytes and of a variant whose middle
+    third differs in a few bits, of identical compressed size and identical first and last
+    members (so the first and last 64 KiB, the size and the time can all match)."""
+    rng = np.random.default_rng(seed)
+    third = len(raw) // 3
+    head, middle, tail = raw[:third], raw[third : 2 * third], raw[2 * third :]
+    first, last = gzip.compress(head, 6, mtime=0), gzip.compress(tail, 6, mtime=0)
+    size = len(gzip.compress(middle, 6, mtime=0))
+    for _ in range(10_000):
+        changed = bytearray(middle)
+        for position in rng.integers(0, len(changed), 4):
+            changed[position] ^= 1
+        other = gzip.compress(bytes(changed), 6, mtime=0)
+        if len(other) == size:
+            return (
+                first + gzip.compress(middle, 6, mtime=0) + last,
+                first + other + last,
+            )
+    raise AssertionError("no same-size variant found")
+
+
+def test_file_replaced_with_same_size_and_time_gets_a_fresh_index(tmp_path: Path) -> None:
+    """The stored index matches the file's size, time and ends, but not the data it seeks
+    into: it is not used; a new process reads the new values (never 'corrupt')."""
+    volume = smooth_volume((64, 64, 64), seed=4)
+    original, replaced = _same_size_variant(nib.Nifti1Image(volume, np.eye(4)).to_bytes())
+    path = tmp_path / "v.nii.gz"
+    path.write_bytes(original)
+    box = (slice(0, 1, 1), slice(0, 64, 1), slice(0, 64, 1), slice(20, 44, 1))  # the middle
+    first = NiftiGzBackend(str(path), gz_access="index", gz_index_spacing=SPACING)
+    np.testing.assert_array_equal(first.read(box).numpy(), nibabel_region(str(path), box))
+    stat = os.stat(path)
+    path.write_bytes(replaced)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size
+    fresh = NiftiGzBackend(str(path), gz_access="index", gz_index_spacing=SPACING)
+    got = fresh.read(box).numpy()
+    np.testing.assert_array_equal(got, nibabel_region(str(path), box))
+    assert fresh.index is not None and fresh.index.built  # rebuilt, not trusted
+    # The backend opened before the change sees its index fail, rebuilds it once, reads on.
+    np.testing.assert_array_equal(first.read(box).numpy(), got)
+
+
+def test_an_indexed_read_that_fails_rebuilds_the_index_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_gz(str(tmp_path / "v.nii.gz"), smooth_volume((40, 40, 40)))
+    NiftiGzBackend(path, gz_access="index", gz_index_spacing=SPACING).build_index()  # stored
+    box = (slice(0, 1, 1), slice(3, 30, 1), slice(5, 9, 1), slice(30, 38, 1))
+    original = gzindex.IndexedReader.read_into
+    failures = {"left": 1}
+
+    def stale_once(self, offset, out):  # type: ignore[no-untyped-def]
+        if failures["left"]:
+            failures["left"] -= 1
+            hint = gzindex.reader.REBUILD_HINT + self.path  # as the real reader says it
+            raise gzindex.corrupt_error(self.path, "seek point does not fit", hint)
+        return original(self, offset, out)
+
+    monkeypatch.setattr(gzindex.IndexedReader, "read_into", stale_once)
+    backend = NiftiGzBackend(path, gz_access="index", gz_index_spacing=SPACING)
+    np.testing.assert_array_equal(backend.read(box).numpy(), nibabel_region(path, box))
+    assert backend.index is not None and backend.index.built and failures["left"] == 0
+    failures["left"] = 2  # fails again after the rebuild: a real error, naming the remedy
+    other = NiftiGzBackend(path, gz_access="index", gz_index_spacing=SPACING)
+    with pytest.raises(VoxelflowValueError, match=r"v\.nii\.gz: .*voxelflow index --force"):
+        other.read(box)
+    assert failures["left"] == 0  # it was retried once, after one rebuild
+
+
+def _bomb(path: Path, image_bytes: int, zeros: int) -> Path:
+    """A ``.nii.gz`` of a small image followed by ``zeros`` bytes of zeros, written as
+    concatenated gzip members (a few MiB on disk, never the zeros themselves)."""
+    side = round((image_bytes // 4) ** (1 / 3))
+    image = nib.Nifti1Image(np.ones((side, side, side), np.float32), np.eye(4)).to_bytes()
+    piece = 64 << 20
+    member = gzip.compress(bytes(piece), 9, mtime=0)
+    with open(path, "wb") as file:
+        file.write(gzip.compress(image, 6, mtime=0))
+        for _ in range(zeros // piece):
+            file.write(member)
+    return path
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("read", ["whole", "index", "decode"])
+def test_decompression_bomb_stops_at_the_declared_image(tmp_path: Path, read: str) -> None:
+    """1 MiB of image and 8 GiB of zeros: reading inflates at most a few MiB past the image
+    (memory and time stay flat) and refuses the file, naming it."""
+    import resource
+    import subprocess
+
+    path = _bomb(tmp_path / "bomb.nii.gz", 1 << 20, 8 << 30)
+    assert path.stat().st_size < 16 << 20
+    script = f"""
+import resource, sys, time, voxelflow as tio
+image = tio.ScalarImage(sys.argv[1], backend_options={{"gz_access": "{"index" if read == "index" else "decode"}"}})
+start = time.perf_counter()
+try:
+    image.data if "{read}" == "whole" else image.dataobj[:, :4, :4, :4]
+except tio.VoxelflowValueError as error:
+    print("refused:", error)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+print(f"peak_mib={{peak}} seconds={{time.perf_counter() - start:.1f}}")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=110
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "bomb.nii.gz: the gzip stream holds more than" in result.stdout, result.stdout
+    assert "decompression bomb" in result.stdout
+    peak = int(result.stdout.split("peak_mib=")[1].split()[0])
+    assert peak < 1024, result.stdout  # was 2.3 GiB while building the index
+    del resource

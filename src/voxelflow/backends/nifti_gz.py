@@ -246,11 +246,11 @@ class NiftiGzBackend(NiftiBackend):
                 try:
                     return segment_plan.gather(fetch, max_gap=_gz.MERGE_GAP, max_block=_gz.MAX_SPAN)
                 except VoxelflowValueError:
-                    index = self._index
-                    if attempt or index is None or index.built:
+                    if attempt:
                         raise
-                    # A stored index that fails on data it seeks into may be stale (the file
-                    # was replaced keeping its size and time): rebuild it once, then retry.
+                    # An index that fails on the data it seeks into may be stale (the file
+                    # was replaced keeping its size and time): rebuild it once (a full,
+                    # checked pass: a really corrupt file fails there), then retry.
                     self.build_index(force=True)
         raise AssertionError("unreachable")  # pragma: no cover
 
