@@ -182,7 +182,11 @@ class Backend:
     # ------------------------------------------------------------------ helpers
     def box_shape(self, box: Box | None) -> tuple[int, int, int, int]:
         """The shape of a read of ``box`` (the whole shape for ``None``)."""
-        return tuple(self.shape) if box is None else box_shape(box)  # type: ignore[return-value]
+        return self.shape if box is None else box_shape(box)
+
+    def whole_box(self) -> Box:
+        """The box of the whole volume."""
+        return whole_box(self.shape)
 
     def check_out(self, box: Box | None, out: torch.Tensor) -> None:
         """Refuse an ``out`` that is not a tensor of exactly the box's shape."""
@@ -225,6 +229,18 @@ class Backend:
         shape = "×".join(map(str, self.shape))
         where = f" {self.path!r}" if self.path else ""
         return f"{type(self).__name__}({shape}, {self.dtype}{where})"
+
+
+def whole_box(shape: tuple[int, int, int, int]) -> Box:
+    """The box ``(0:C, 0:I, 0:J, 0:K)`` of a volume of ``shape``."""
+    c, i, j, k = shape
+    return (slice(0, c, 1), slice(0, i, 1), slice(0, j, 1), slice(0, k, 1))
+
+
+def box_ranges(box: Box) -> tuple[range, range, range, range]:
+    """A box as four ranges (for composing regions)."""
+    c, i, j, k = (range(s.start, s.stop, s.step) for s in box)
+    return c, i, j, k
 
 
 # ---------------------------------------------------------------------- dtypes

@@ -240,8 +240,8 @@ class NiftiZarrBackend(Backend):
         if self.missing_chunks == "error":
             self._guard.strict_prefixes = (f"{self.datasets[self.level]['path']}/",)
         zshape = self.level_shapes[self.level]
-        spatial = [zshape[self.layout.axes.index(a)] for a in "xyz"]
-        self.shape = (self.layout.channels, *spatial)  # type: ignore[assignment]
+        x, y, z = (zshape[self.layout.axes.index(a)] for a in "xyz")
+        self.shape = (self.layout.channels, x, y, z)
         self.affine = level_affine(self.affine0, datasets, self.layout.axes, self.level)
         self._store = store
         self._group = group
@@ -379,10 +379,7 @@ class NiftiZarrBackend(Backend):
     def _selection(self, box: Box | None) -> tuple[tuple[slice, ...], slice | None]:
         """Zarr selection for ``box``, and a channel slice still to apply afterwards."""
         layout = self.layout
-        if box is None:
-            box = tuple(slice(0, n, 1) for n in self.shape)  # type: ignore[assignment]
-        assert box is not None
-        channels, i, j, k = box
+        channels, i, j, k = self.whole_box() if box is None else box
         after: slice | None = None
         per_axis = {"x": i, "y": j, "z": k, "t": slice(None), "c": slice(None)}
         if layout.c == 1:

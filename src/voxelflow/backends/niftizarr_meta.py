@@ -219,13 +219,12 @@ def header_json(header: nib.Nifti1Header | nib.Nifti2Header) -> dict[str, Any]:
 # ============================================================================ OME multiscales
 def pyramid_shapes(spatial_zyx: Sequence[int], levels: int) -> list[tuple[int, int, int]]:
     """Spatial ``(z, y, x)`` shapes of ``levels`` levels, halving (rounding up) each axis > 1."""
-    shapes = [tuple(int(s) for s in spatial_zyx)]
-    while len(shapes) < levels:
-        prev = shapes[-1]
-        if all(s == 1 for s in prev):
-            break
-        shapes.append(tuple((s + 1) // 2 if s > 1 else 1 for s in prev))
-    return shapes  # type: ignore[return-value]
+    z, y, x = (int(s) for s in spatial_zyx)
+    shapes = [(z, y, x)]
+    while len(shapes) < levels and shapes[-1] != (1, 1, 1):
+        z, y, x = ((s + 1) // 2 if s > 1 else 1 for s in shapes[-1])
+        shapes.append((z, y, x))
+    return shapes
 
 
 def default_levels(spatial: Sequence[int], chunk: Sequence[int]) -> int:

@@ -38,6 +38,7 @@ import torch
 
 from voxelflow._atomic import check_target, hidden_sibling, publish, remove
 from voxelflow._errors import VoxelflowError, VoxelflowValueError, check_choice, did_you_mean
+from voxelflow._geometry import to_positive_triplet
 from voxelflow.backends._fsspec import is_remote
 from voxelflow.backends.base import storable, storable_dtype
 from voxelflow.backends.nifti_header import NiftiHeaderType
@@ -60,17 +61,6 @@ METHODS: tuple[str, ...] = ("mean", "majority", "nearest")
 ZARR_FORMATS = (2, 3)
 
 Box4 = tuple[slice, slice, slice, slice]
-
-
-def _triple(name: str, value: int | Sequence[int], path: str) -> tuple[int, int, int]:
-    values = (value,) * 3 if isinstance(value, int | np.integer) else tuple(value)
-    if len(values) != 3 or not all(
-        isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in values
-    ):
-        raise VoxelflowValueError(
-            f"{path}: {name}={value!r} must be a positive int or three positive ints (I, J, K)"
-        )
-    return int(values[0]), int(values[1]), int(values[2])
 
 
 def layout_of(header: NiftiHeaderType) -> Layout:
@@ -133,9 +123,9 @@ class NiftiZarrWriter:
         self.method = method
         self.zarr_format = zarr_format
         self.overwrite = overwrite
-        spatial = tuple(int(n) for n in header.get_data_shape()[:3])
-        self.shape: tuple[int, int, int, int] = (self.layout.channels, *spatial)  # type: ignore[assignment]
-        self.shapes = pyramid_shapes(spatial[::-1], levels)
+        i, j, k = (int(n) for n in header.get_data_shape()[:3])
+        self.shape = (self.layout.channels, i, j, k)
+        self.shapes = pyramid_shapes((k, j, i), levels)
         self.state: Literal["open", "finalized", "aborted"] = "open"
         self._group: Any = None
         self._levels: list[Any] = []
@@ -211,8 +201,8 @@ class NiftiZarrWriter:
                 f"{path}: method='mean' would invent labels in a label map's pyramid; use "
                 "method='majority' or 'nearest' (or label=False if the data are not labels)"
             )
-        chunk_ijk = _triple("chunk", chunks, path)
-        shard_ijk = None if shards is None else _triple("shard", shards, path)
+        chunk_ijk = to_positive_triplet(chunks, f"{path}: chunk")
+        shard_ijk = None if shards is None else to_positive_triplet(shards, f"{path}: shard")
         if shard_ijk is not None:
             if zarr_format == 2:
                 raise VoxelflowValueError(
@@ -239,7 +229,7 @@ class NiftiZarrWriter:
             if dtype is None or affine is None:
                 raise VoxelflowValueError(f"{path}: pass dtype= and affine= (or a header=)")
             header = fresh_header(
-                shape4,  # type: ignore[arg-type]
+                shape4,
                 storable_dtype(dtype if isinstance(dtype, torch.dtype) else np.dtype(dtype)),
                 np.asarray(affine, dtype=np.float64),
                 label=label,
@@ -455,7 +445,7 @@ class NiftiZarrWriter:
                 self._carry[n] = data[..., -1:, :, :].copy()  # waits for its pair
                 data = data[..., :-1, :, :]
             if data.shape[-3]:
-                reduced = _reduce(_pad_even(data, factors), factors, self.method)  # type: ignore[arg-type]
+                reduced = _reduce(_pad_even(data, factors), factors, self.method)
                 self._pending[n].append(reduced)
         target = self._levels[n]
         depth = int((target.shards or target.chunks)[-3])
@@ -526,8 +516,8 @@ class NiftiZarrWriter:
             for z0 in range(0, total, depth):
                 z1 = min(total, z0 + depth)
                 block = np.asarray(source[..., z0 * factors[0] : z1 * factors[0], :, :])
-                block = _pad_even(block, factors)  # type: ignore[arg-type]
-                target[..., z0:z1, :, :] = _reduce(block, factors, self.method)  # type: ignore[arg-type]
+                block = _pad_even(block, factors)
+                target[..., z0:z1, :, :] = _reduce(block, factors, self.method)
                 bar.update(z1 - z0)
 
     def abort(self) -> None:
@@ -547,7 +537,7 @@ class NiftiZarrWriter:
             self.abort()
 
 
-def _reduce(block: np.ndarray, factors: tuple[int, int, int], method: str) -> np.ndarray:
+def _reduce(block: np.ndarray, factors: Sequence[int], method: str) -> np.ndarray:
     """Downsample the last three axes by ``factors`` (1 or 2 each); sizes must divide."""
     *lead, z, y, x = block.shape
     fz, fy, fx = factors
@@ -575,7 +565,7 @@ def _reduce(block: np.ndarray, factors: tuple[int, int, int], method: str) -> np
     return np.take_along_axis(ordered, best[..., None], axis=-1)[..., 0]
 
 
-def _pad_even(block: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+def _pad_even(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """Replicate the last row/column where y or x is odd, so 2-blocks cover it.
 
     Replication makes every voxel of a border block count equally, so the mean

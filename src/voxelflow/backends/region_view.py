@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from voxelflow._indexing import Box, Ranges, compose, region_affine, to_box
-from voxelflow.backends.base import Backend, BackendProtocol, RegionCost
+from voxelflow.backends.base import Backend, BackendProtocol, RegionCost, box_ranges
 
 
 class RegionBackend(Backend):
@@ -42,7 +42,8 @@ class RegionBackend(Backend):
             parent = parent.parent
         self.parent = parent
         self.ranges = ranges
-        self.shape = tuple(len(r) for r in ranges)  # type: ignore[assignment]
+        c, i, j, k = (len(r) for r in ranges)
+        self.shape = (c, i, j, k)
 
     @property
     def dtype(self) -> torch.dtype:  # type: ignore[override]
@@ -77,7 +78,7 @@ class RegionBackend(Backend):
     def _parent_box(self, box: Box | None) -> tuple[Box | None, tuple[int, ...]]:
         ranges = self.ranges
         if box is not None:
-            ranges = compose(ranges, tuple(range(s.start, s.stop, s.step) for s in box))  # type: ignore[arg-type]
+            ranges = compose(ranges, box_ranges(box))
         parent_box, flips = to_box(ranges)
         whole = all(
             s.start == 0 and s.stop == n and s.step == 1

@@ -192,10 +192,9 @@ class RemoteNiftiBackend(_RemoteObject):
         return plan(self.layout, (i, j, k, channels), seek_cost=self.max_gap)
 
     def _raw(self, box: Box | None) -> np.ndarray:
-        if box is None:
-            box = tuple(slice(0, n, 1) for n in self.shape)  # type: ignore[assignment]
-        assert box is not None
-        return self.plan(box).gather(self._fetch, max_gap=self.max_gap, max_block=64 << 20)
+        return self.plan(self.whole_box() if box is None else box).gather(
+            self._fetch, max_gap=self.max_gap, max_block=64 << 20
+        )
 
     def _fetch(self, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
         fs = self._filesystem()

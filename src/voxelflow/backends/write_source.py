@@ -22,7 +22,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import nibabel as nib
 import numpy as np
-import torch
 
 from voxelflow._indexing import Box
 from voxelflow.backends.base import Backend, BackendProtocol, storable, storable_dtype
@@ -142,7 +141,8 @@ class ImageSource:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return tuple(self.image.shape)  # type: ignore[return-value]
+        c, i, j, k = self.image.shape
+        return (int(c), int(i), int(j), int(k))
 
     @property
     def affine(self) -> np.ndarray:
@@ -204,8 +204,3 @@ def source_of(image: Any, label: bool | None = None, *, keep_stored: bool = True
     ``keep_stored=False``: store the values the image reads, never the raw ones)."""
     label = image.type == "label" if label is None else bool(label)
     return ImageSource(image, label, keep_stored)
-
-
-def tensor_dtype(dtype: torch.dtype | np.dtype | type) -> np.dtype:
-    """A NumPy storage dtype from a torch or NumPy dtype."""
-    return storable_dtype(dtype if isinstance(dtype, torch.dtype) else np.dtype(dtype))
