@@ -41,7 +41,7 @@ class BackendProtocol(Protocol):
       may differ from ``dtype``: values are converted as ``tensor.to(out.dtype)``
       would convert them. ``box`` is four ``slice(start, stop, step)`` with
       ``0 <= start < stop <= size`` and ``step >= 1``, already normalised by
-      the core; ``None`` means everything.
+      the core (the built-in backends also take ``None`` for everything).
     * ``read(box)`` is "allocate + ``read_into``": a new tensor of ``dtype``,
       which the caller owns. The one exception: an in-memory backend returns
       its own tensor for ``read(None)``, as ``np.asarray`` does for an array.
@@ -91,7 +91,7 @@ class BackendProtocol(Protocol):
 
     def read(self, box: Box | None = None) -> torch.Tensor: ...
 
-    def read_into(self, box: Box | None, out: torch.Tensor) -> None: ...
+    def read_into(self, box: Box, out: torch.Tensor) -> None: ...
 
     def release(self) -> None: ...
 
@@ -119,12 +119,16 @@ class Backend:
         [[-1.0, -1.0], [12.0, 14.0], [16.0, 18.0], [20.0, 22.0], [-1.0, -1.0]]
     """
 
-    region_cost: RegionCost = "proportional"
     in_memory: bool = False
     path: str | None = None
     shape: tuple[int, int, int, int]
     dtype: torch.dtype
     affine: np.ndarray
+
+    @property
+    def region_cost(self) -> RegionCost:
+        """What a region read costs (subclasses set it as a class attribute or a property)."""
+        return "proportional"
 
     @property
     def region_reads(self) -> bool:
@@ -143,10 +147,10 @@ class Backend:
                 f"{type(self).__name__} implements neither read nor read_into"
             )
         out = torch.empty(self.box_shape(box), dtype=self.dtype)
-        self.read_into(box, out)
+        self.read_into(self.whole_box() if box is None else box, out)
         return out
 
-    def read_into(self, box: Box | None, out: torch.Tensor) -> None:
+    def read_into(self, box: Box, out: torch.Tensor) -> None:
         """Fill ``out`` (exactly the box's shape, any strides, any dtype) with the region."""
         if type(self).read is Backend.read:
             raise NotImplementedError(

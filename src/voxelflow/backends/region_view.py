@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from voxelflow._indexing import Box, Ranges, compose, region_affine, to_box
-from voxelflow.backends.base import Backend, BackendProtocol, RegionCost, box_ranges
+from voxelflow.backends.base import Backend, BackendProtocol, RegionCost, box_ranges, whole_box
 
 
 class RegionBackend(Backend):
@@ -58,7 +58,7 @@ class RegionBackend(Backend):
         return self.parent.path
 
     @property
-    def region_cost(self) -> RegionCost:  # type: ignore[override]
+    def region_cost(self) -> RegionCost:
         return self.parent.region_cost
 
     @property
@@ -101,7 +101,9 @@ class RegionBackend(Backend):
         if flips:  # torch has no negative strides: read, then copy flipped
             out.copy_(self.parent.read(parent_box).flip(flips))
         else:
-            self.parent.read_into(parent_box, out)
+            self.parent.read_into(
+                whole_box(self.parent.shape) if parent_box is None else parent_box, out
+            )
 
     def release(self) -> None:
         """Drop caches of the backend this region reads from (``Image.unload()`` calls it)."""

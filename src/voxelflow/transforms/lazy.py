@@ -40,7 +40,7 @@ import torch
 from voxelflow._geometry import Triplet
 from voxelflow._indexing import Box
 from voxelflow._padding import pad_tensor
-from voxelflow.backends.base import Backend, BackendProtocol
+from voxelflow.backends.base import Backend, BackendProtocol, RegionCost
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class RegionMapBackend(Backend):
 
     # ------------------------------------------------------------ contract
     @property
-    def region_cost(self) -> str:
+    def region_cost(self) -> RegionCost:
         return getattr(self.source, "region_cost", "proportional")  # type: ignore[no-any-return]
 
     @property
