@@ -9,13 +9,16 @@ slab by slab: the volume is never held whole) and as ``.nii``, then measures:
   each in its own subprocess (time and peak RSS);
 * the seek-point index: build time and size;
 * a 64³ region at the start, middle and end of the stream: the first read
-  (which builds the index) and the median after the index exists, beside
-  nibabel's proxy (``dataobj[...]``) and the ``.nii`` memory-map floor.
+  (which builds the index) and the median after the index exists, through
+  ``read`` (a new tensor) and ``read_into`` (a caller-owned padded buffer, the two
+  taking turns), beside nibabel's proxy (``dataobj[...]``) and the ``.nii``
+  memory-map floor.
 
 Usage::
 
     python benchmarks/bench_nifti_gz.py                  # 724×868×724 (the seed's size)
     python benchmarks/bench_nifti_gz.py --shape 256x256x256
+    python benchmarks/bench_nifti_gz.py --quick          # 256×256×192, 3 repeats
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 import nibabel as nib
-from voxelflow.backends.nifti import NiftiGzBackend  # imports (torch...) are not timed
+from voxelflow.backends.nifti_gz import NiftiGzBackend  # imports (torch...) are not timed
 mode, path = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 if mode == "nibabel-get_fdata":
@@ -98,15 +101,19 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/voxelflow-bench-gz", help="scratch directory")
     parser.add_argument("--repeats", type=int, default=5, help="region reads per depth")
     parser.add_argument("--keep", action="store_true", help="keep the scratch files")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 256×256×192, 3 repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.shape, args.repeats = "256x256x192", 3
     shape = tuple(int(n) for n in args.shape.lower().split("x"))
     assert len(shape) == 3
     os.makedirs(args.dir, exist_ok=True)
     gz_path = os.path.join(args.dir, "volume.nii.gz")
     nii_path = os.path.join(args.dir, "volume.nii")
 
-    from voxelflow.backends import gzindex
-    from voxelflow.backends.nifti import NiftiBackend, NiftiGzBackend
+    import torch
+
+    from voxelflow.backends import NiftiBackend, NiftiGzBackend, gzindex
 
     try:
         seconds, _ = timed(write_volume, gz_path, nii_path, shape)
@@ -156,10 +163,10 @@ def main() -> None:
         first_box = box(depths["end"])
         backend = NiftiGzBackend(gz_path, gz_access="index")
         first, _ = timed(backend.read, first_box)
-        index = backend._index
+        index = backend.index
         assert index is not None and index.built
         print(f"  first read (end of stream; builds the index): {first:.2f} s")
-        backend._reader.close()  # type: ignore[union-attr]
+        backend.release()
         build, stored = timed(
             lambda: NiftiGzBackend(gz_path, gz_access="index").build_index(force=True)
         )
@@ -170,14 +177,24 @@ def main() -> None:
 
         mmap = NiftiBackend(nii_path)
         print(
-            f"  {'depth':<8}{'voxelflow index':>16}{'(fresh open)':>14}{'nibabel proxy':>15}"
-            f"{'.nii memmap':>13}{'nibabel/index':>15}"
+            f"  {'depth':<8}{'index read':>12}{'read_into':>11}{'(fresh open)':>14}"
+            f"{'nibabel proxy':>15}{'.nii memmap':>13}{'nibabel/index':>15}"
         )
+        padded = torch.zeros((1, side + 4, side + 4, side + 4))
+        inner = padded[:, 2 : 2 + side, 2 : 2 + side, 2 : 2 + side]
         for name, k0 in depths.items():
             boxes = [box(k0) for _ in range(args.repeats)]
             warm = NiftiGzBackend(gz_path, gz_access="index")
             warm.read(box(k0))  # opens the decoder and loads the index
-            indexed = statistics.median(timed(warm.read, b)[0] for b in boxes)
+            read_times, into_times = [], []
+            for n, b in enumerate(boxes):  # the two paths take turns
+                pair = [
+                    (read_times, lambda b=b, w=warm: w.read(b)),
+                    (into_times, lambda b=b, w=warm: w.read_into(b, inner)),
+                ]
+                for times, call in pair if n % 2 else pair[::-1]:
+                    times.append(timed(call)[0])
+            indexed, into = statistics.median(read_times), statistics.median(into_times)
             fresh = statistics.median(
                 timed(NiftiGzBackend(gz_path, gz_access="index").read, b)[0] for b in boxes
             )
@@ -189,10 +206,12 @@ def main() -> None:
             floor = statistics.median(timed(mmap.read, b)[0] for b in boxes)
             got = warm.read(boxes[0]).numpy()[0]
             np.testing.assert_array_equal(got, np.asarray(nib.load(nii_path).dataobj[boxes[0][1:]]))
-            warm._reader.close()  # type: ignore[union-attr]
+            warm.read_into(boxes[0], inner)
+            np.testing.assert_array_equal(inner.numpy()[0], got)
+            warm.release()
             print(
-                f"  {name:<8}{indexed:>16.4f}{fresh:>14.4f}{nibabel_time:>15.3f}{floor:>13.4f}"
-                f"{nibabel_time / indexed:>14.0f}×"
+                f"  {name:<8}{indexed:>12.4f}{into:>11.4f}{fresh:>14.4f}{nibabel_time:>15.3f}"
+                f"{floor:>13.4f}{nibabel_time / indexed:>14.0f}×"
             )
 
         decode = whole["voxelflow-parallel"]["seconds"]

@@ -16,9 +16,9 @@ fi
 DIR=${BENCH_DIR:-/tmp/voxelflow-bench}
 mkdir -p "$DIR"
 if [ "${1:-}" = "--quick" ]; then
-  lazy=(--size 256 256 256 --gz-size 128 128 128 --repeats 10 --regions 50)
-  gz=(--shape 256x256x192 --repeats 3)
-  zarr=(--size-gib 0.1 --reads 20)
+  lazy=(--quick)
+  gz=(--quick)
+  zarr=(--quick)
   training=(--quick)
   infer=(--quick)
   cli=(--quick --repeats 3)

@@ -354,6 +354,37 @@ def numpy_view(out: torch.Tensor) -> np.ndarray | None:
         return None
 
 
+#: Edge of the tiles a transposing copy goes through (elements along each of two axes).
+TILE = 16
+
+
+def copy_values(dst: np.ndarray, src: np.ndarray) -> None:
+    """``np.copyto(dst, src, casting="unsafe")``, in cache-sized tiles when the two arrays'
+    fastest axes differ (a Fortran-ordered file region into a C-ordered tensor): a plain
+    transposing copy misses the cache on every element and is 3-4× slower.
+
+    Example:
+        >>> import numpy as np
+        >>> from voxelflow.backends.base import copy_values
+        >>> src = np.asfortranarray(np.arange(40 * 40 * 3.0).reshape(40, 40, 3))
+        >>> dst = np.empty((40, 40, 3), dtype=np.float32)
+        >>> copy_values(dst, src); bool((dst == src).all())
+        True
+    """
+    fast_src = int(np.argmin(np.abs(src.strides))) if src.ndim else 0
+    fast_dst = int(np.argmin(np.abs(dst.strides))) if dst.ndim else 0
+    if src.size < 4 * TILE**3 or fast_src == fast_dst or src.shape != dst.shape:
+        np.copyto(dst, src, casting="unsafe")
+        return
+    index: list[slice] = [slice(None)] * dst.ndim
+    for a in range(0, dst.shape[fast_src], TILE):
+        index[fast_src] = slice(a, a + TILE)
+        for b in range(0, dst.shape[fast_dst], TILE):
+            index[fast_dst] = slice(b, b + TILE)
+            tile = tuple(index)
+            np.copyto(dst[tile], src[tile], casting="unsafe")
+
+
 def store_into(
     raw: np.ndarray,
     out: torch.Tensor,
@@ -375,7 +406,7 @@ def store_into(
             not is_scaled(slope, inter) and np.can_cast(raw.dtype, view.dtype, "safe")
         )
         if straight:
-            np.copyto(view, raw, casting="unsafe")
+            copy_values(view, raw)
             if is_scaled(slope, inter):
                 _scale_in_place(view, slope, inter)
             return

@@ -120,10 +120,13 @@ class NiftiGzBackend(NiftiBackend):
         return self._index
 
     def release(self) -> None:
-        """Drop the cached decode and close the decoder (``Image.unload()`` calls this)."""
+        """Drop the cached decode and close the decoder (``Image.unload()`` calls this); the
+        index stays in memory and the decoder reopens on the next indexed read."""
         with self._lock:
             self._decoded = None
             self._inflated = 0
+            if self._reader is not None:
+                self._reader.close()
         _gz.DECODE_CACHE.forget(self)
 
     @property
