@@ -467,6 +467,14 @@ class NiftiZarrBackend(Backend):
         out = out[after] if after is not None else out
         return np.asarray(out, dtype=out.dtype.newbyteorder("="))
 
+    def read(self, box: Box | None = None) -> torch.Tensor:
+        """A new tensor laid out in memory as the chunks are (``(C, K, J, I)``), so that zarr
+        decodes each chunk straight into it."""
+        channels, i, j, k = self.box_shape(box)
+        out = torch.empty((channels, k, j, i), dtype=self.dtype).permute(0, 3, 2, 1)
+        self.read_into(box, out)
+        return out
+
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
         self.check_out(box, out)
         view = numpy_view(out)
@@ -476,6 +484,8 @@ class NiftiZarrBackend(Backend):
             or (not is_scaled(slope, inter) and np.can_cast(self.raw_dtype, view.dtype, "safe"))
         )
         zarr_view = None if view is None or not direct else self._zarr_view(view)
+        if zarr_view is not None and not zarr_view.flags.c_contiguous and zarr_view.size > 4096:
+            zarr_view = None  # transposing inside zarr is slow: decode, then a tiled copy
         if view is not None and zarr_view is not None:
             self.read_zarr(box, zarr_view)  # zarr decodes each chunk into ``out``
             if is_scaled(slope, inter):  # ``out`` has the scaled dtype: scale it in place
