@@ -237,24 +237,29 @@ def test_unwritable_output_directory_names_the_output(tmp_path: Path) -> None:
 FILL_A_SMALL_DISK = """
 set -e
 mount -t tmpfs -o size=1m voxelflow-full "$1"
-trap 'umount "$1"' EXIT
+mkdir -p "$1.ro"
+mount -t tmpfs -o ro voxelflow-ro "$1.ro"
+trap 'umount "$1"; umount "$1.ro"' EXIT
 "$2" -c '
 import sys, os, voxelflow as tio
 from voxelflow.convert import convert
-for out in ("out.nii", "out.nii.zarr", "out.nii.gz"):
-    try:
-        convert(sys.argv[1], os.path.join(sys.argv[2], out), codec="none") if out.endswith(".zarr") else convert(sys.argv[1], os.path.join(sys.argv[2], out))
-        print(out, "written")
-    except tio.VoxelflowError as error:
-        print(out, "refused:", str(error).splitlines()[0])
-print("left:", sorted(os.listdir(sys.argv[2])))
-' "$3" "$1"
+for folder in sys.argv[2:]:
+    for out in ("out.nii", "out.nii.zarr", "out.nii.gz"):
+        try:
+            options = {"codec": "none"} if out.endswith(".zarr") else {}
+            convert(sys.argv[1], os.path.join(folder, out), **options)
+            print(out, "written")
+        except tio.VoxelflowError as error:
+            print(out, type(error).__name__, str(error).splitlines()[0])
+    print("left:", sorted(os.listdir(folder)))
+' "$3" "$1" "$1.ro"
 """
 
 
 def test_a_real_full_filesystem(tmp_path: Path) -> None:
-    """A 1 MiB tmpfs and a 2.4 MiB image: each writer refuses with the output named and
-    leaves nothing behind (skipped where mounting is not permitted)."""
+    """A 1 MiB tmpfs and a 2.4 MiB image, and a read-only tmpfs: each writer refuses with the
+    output named and the fix, and leaves nothing behind (skipped where mounting is not
+    permitted)."""
     import shutil
     import subprocess
     import sys
@@ -291,7 +296,9 @@ def test_a_real_full_filesystem(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     for out in ("out.nii", "out.nii.zarr", "out.nii.gz"):
-        line = next(line for line in lines if line.startswith(out + " "))
-        assert f"{out}: no space left on the device" in line, result.stdout
-    assert "left: []" in result.stdout, result.stdout
+        full, read_only = (line for line in lines if line.startswith(out + " "))
+        assert f"{out}: no space left on the device" in full, result.stdout
+        assert "VoxelflowPermissionError" in read_only, result.stdout
+        assert f"{out}: cannot write there (Read-only file system)" in read_only, result.stdout
+    assert result.stdout.count("left: []") == 2, result.stdout
     assert len(result.stderr) < 2000, result.stderr  # one clear error each, no flood

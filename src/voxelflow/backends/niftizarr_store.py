@@ -200,3 +200,29 @@ def first_failure(failures: Sequence[BaseException]) -> BaseException | None:
         if isinstance(failure, VoxelflowError):
             return failure
     return failures[0] if failures else None
+
+
+def recording_writes(store: Any) -> Any:
+    """Wrap a zarr store being written: the first failing ``set`` records its error and every
+    later one is skipped, so zarr's concurrent chunk writes all finish (none is left running
+    after the caller sees the error and removes the partial store). The caller checks
+    ``store.failures`` after each zarr operation."""
+    from zarr.storage import WrapperStore
+
+    class RecordingStore(WrapperStore):  # type: ignore[misc,type-arg]
+        def __init__(self, inner: Any) -> None:
+            super().__init__(inner)
+            self.failures: list[BaseException] = []
+
+        def _with_store(self, inner: Any) -> Any:
+            return self  # one list of failures for every view of the store
+
+        async def set(self, key: str, value: Any) -> None:
+            if self.failures:
+                return
+            try:
+                await self._store.set(key, value)
+            except Exception as error:
+                self.failures.append(error)
+
+    return RecordingStore(store)

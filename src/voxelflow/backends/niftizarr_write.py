@@ -51,6 +51,7 @@ from voxelflow.backends.niftizarr_meta import (
     multiscales,
     pyramid_shapes,
 )
+from voxelflow.backends.niftizarr_store import recording_writes
 from voxelflow.backends.write_source import WriteSource, fresh_header, header_affine, source_of
 
 Codec = Literal["blosc", "zstd", "gzip", "none"]
@@ -121,13 +122,14 @@ class NiftiZarrWriter:
         self.compression_level = compression_level
         self.checksum = checksum
         self.method = method
-        self.zarr_format = zarr_format
+        self.zarr_format: Literal[2, 3] = 3 if zarr_format == 3 else 2
         self.overwrite = overwrite
         i, j, k = (int(n) for n in header.get_data_shape()[:3])
         self.shape = (self.layout.channels, i, j, k)
         self.shapes = pyramid_shapes((k, j, i), levels)
         self.state: Literal["open", "finalized", "aborted"] = "open"
         self._group: Any = None
+        self._store: Any = None
         self._levels: list[Any] = []
         # The pyramid is built on the fly while level 0 arrives in whole slabs in K order
         # (streamed writes); any other write pattern rebuilds it from level 0 at the end.
@@ -281,13 +283,21 @@ class NiftiZarrWriter:
         import zarr
         from zarr.storage import LocalStore
 
-        self._group = zarr.open_group(LocalStore(self.tmp), mode="w", zarr_format=self.zarr_format)  # type: ignore[arg-type]
+        self._store = recording_writes(LocalStore(self.tmp))
+        self._group = zarr.open_group(self._store, mode="w", zarr_format=self.zarr_format)
         self._group.attrs.update(self._group_attrs(complete=False))
         self._write_header()
         self._levels = [self._create_level(n) for n in range(len(self.shapes))]
+        self._raise_failure()
         self._pending = [[] for _ in self.shapes]
         self._carry = [None for _ in self.shapes]
         self._written = [0 for _ in self.shapes]
+
+    def _raise_failure(self) -> None:
+        """Raise the first write that failed (all of zarr's writes in flight have ended)."""
+        failures = self._store.failures if self._store is not None else []
+        if failures:
+            raise failures[0]
 
     # ------------------------------------------------------------------ metadata
     def _group_attrs(self, *, complete: bool) -> dict[str, Any]:
@@ -415,6 +425,7 @@ class NiftiZarrWriter:
         try:
             self._levels[0][selection] = zarr_values
             self._follow(box, zarr_values)
+            self._raise_failure()
         except OSError as error:
             if isinstance(error, VoxelflowError):
                 raise
@@ -492,6 +503,7 @@ class NiftiZarrWriter:
                     for n in range(1, len(self.shapes)):
                         self._downsample_into(n, progress)
             self._group.attrs.update(self._group_attrs(complete=True))
+            self._raise_failure()
             publish(self.tmp, self.path, overwrite=self.overwrite, replaceable=is_image)
         except BaseException as error:
             self.abort()
