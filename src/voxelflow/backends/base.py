@@ -176,7 +176,8 @@ class Backend:
         return numpy_dtype(self.dtype)
 
     def read_stored(self, box: Box | None = None) -> np.ndarray:
-        """The stored (unscaled) values of ``box`` as a new ``(C, I, J, K)`` array."""
+        """The stored (unscaled) values of ``box`` as a ``(C, I, J, K)`` array (possibly a
+        read-only view of the storage: copy what you keep)."""
         return storable(self.read(box))
 
     def describe(self) -> dict[str, Any]:

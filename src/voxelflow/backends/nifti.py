@@ -120,11 +120,10 @@ class NiftiBackend(Backend):
         self._after_read(box)
 
     def read_stored(self, box: Box | None = None) -> np.ndarray:
-        """The stored (unscaled) values of ``box`` as a new ``(C, I, J, K)`` array."""
-        raw = np.moveaxis(self._raw(box), -1, 0)
-        out = np.array(raw, dtype=raw.dtype.newbyteorder("="), copy=True)
-        self._after_read(box)
-        return out
+        """The stored (unscaled) values of ``box`` as ``(C, I, J, K)``, in the file's dtype and
+        byte order: a view of the memory map where possible (writers copy what they keep, and
+        the pages stay in the page cache for the kernel to reclaim)."""
+        return np.moveaxis(self._raw(box), -1, 0)
 
     def _raw(self, box: Box | None) -> np.ndarray:
         """Stored values of ``box`` in the file's axis order ``(I, J, K, C)`` (may be a view)."""

@@ -421,7 +421,8 @@ class NiftiZarrWriter:
                 f"{self.path}: data of shape {tuple(values.shape)} for a box of shape {expected}"
             )
         selection = self._selection(box)
-        zarr_values = self.layout.to_zarr(values)
+        # One C-ordered copy in zarr's axis order, shared by level 0 and the pyramid.
+        zarr_values = np.ascontiguousarray(self.layout.to_zarr(values))
         try:
             self._levels[0][selection] = zarr_values
             self._follow(box, zarr_values)
