@@ -192,12 +192,16 @@ def test_disk_full_at_the_write_call_names_the_output(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     source = _source(tmp_path)
+    # The disk fills for the output only: the lossless probe (written to the temporary
+    # directory, another disk in practice) is not what is tested here.
+    monkeypatch.setattr("voxelflow.convert.check_lossless", lambda image, path: None)
     monkeypatch.setattr(os, "posix_fallocate", full)  # .nii: the space is reserved first
     with pytest.raises(
         VoxelflowValueError, match=r"out\.nii: no space left on the device.*free some space"
     ):
         convert(source, tmp_path / "out.nii")
     monkeypatch.undo()
+    monkeypatch.setattr("voxelflow.convert.check_lossless", lambda image, path: None)
     real_write = os.write
     written = {"bytes": 0}
 
@@ -212,6 +216,7 @@ def test_disk_full_at_the_write_call_names_the_output(
     with pytest.raises(VoxelflowValueError, match=r"out\.nii: no space left"):
         convert(source, tmp_path / "out.nii")
     monkeypatch.undo()
+    monkeypatch.setattr("voxelflow.convert.check_lossless", lambda image, path: None)
     from zarr.storage import LocalStore
 
     async def store_full(self: object, key: str, value: object) -> None:

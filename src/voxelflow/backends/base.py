@@ -98,11 +98,15 @@ class BackendProtocol(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+_DEFAULTS: dict[str, Any] = {"region_cost": "proportional", "cache_key": None}
+
+
 class Backend:
     """Base class for backends: the contract's defaults, indexing, ``np.asarray`` and a repr.
 
-    Subclasses set ``shape``, ``dtype``, ``affine`` (attributes or properties)
-    and implement :meth:`read_into` (the fast path: fill a caller's buffer) or
+    Subclasses set ``shape``, ``dtype``, ``affine`` (attributes or properties),
+    optionally ``region_cost`` and ``cache_key`` (default ``"proportional"`` and
+    ``None``; attributes, properties, or set on the instance), and implement :meth:`read_into` (the fast path: fill a caller's buffer) or
     :meth:`read` (return a new tensor); the base class derives the other one.
     ``backend[...]`` accepts the same indices as ``Image[...]`` and returns a
     4-D tensor; ``np.asarray(backend)`` reads the whole array without caching it.
@@ -125,20 +129,18 @@ class Backend:
     dtype: torch.dtype
     affine: np.ndarray
 
-    @property
-    def region_cost(self) -> RegionCost:
-        """What a region read costs (subclasses set it as a class attribute or a property)."""
-        return "proportional"
+    def __getattr__(self, name: str) -> Any:
+        """The contract's defaults, for members a subclass sets neither as a class attribute,
+        a property, nor on the instance: ``region_cost`` is ``"proportional"`` and
+        ``cache_key`` is ``None`` (no stable identity)."""
+        if name in _DEFAULTS:
+            return _DEFAULTS[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def region_reads(self) -> bool:
         """Whether a region read costs less than a whole read (``region_cost != "whole"``)."""
         return self.region_cost != "whole"
-
-    @property
-    def cache_key(self) -> Hashable | None:
-        """What identifies the stored values (``None``: no stable identity)."""
-        return None
 
     def read(self, box: Box | None = None) -> torch.Tensor:
         """A new tensor of ``dtype`` with the region (everything for ``None``)."""
