@@ -158,8 +158,7 @@ class Backend:
             raise NotImplementedError(
                 f"{type(self).__name__} implements neither read nor read_into"
             )
-        self.check_out(box, out)
-        out.copy_(self.read(box))
+        out.copy_(self.read(self.check_out(box, out)))
 
     def release(self) -> None:
         """Drop caches, handles and mapped pages (nothing to drop here)."""
@@ -189,14 +188,27 @@ class Backend:
     # ------------------------------------------------------------------ helpers
     def box_shape(self, box: Box | None) -> tuple[int, int, int, int]:
         """The shape of a read of ``box`` (the whole shape for ``None``)."""
-        return self.shape if box is None else box_shape(box)
+        normal = self.normalise_box(box)
+        return self.shape if normal is None else box_shape(normal)
+
+    def normalise_box(self, box: Box | None) -> Box | None:
+        """``box`` with every slice's start, stop and step explicit (``slice(2, 5)`` is
+        ``slice(2, 5, 1)``), as the readers index with them."""
+        if box is None:
+            return None
+        if all(s.step is not None and s.start is not None and s.stop is not None for s in box):
+            return box
+        c, i, j, k = (slice(*s.indices(n)) for s, n in zip(box, self.shape, strict=True))
+        return (c, i, j, k)
 
     def whole_box(self) -> Box:
         """The box of the whole volume."""
         return whole_box(self.shape)
 
-    def check_out(self, box: Box | None, out: torch.Tensor) -> None:
-        """Refuse an ``out`` that is not a tensor of exactly the box's shape."""
+    def check_out(self, box: Box | None, out: torch.Tensor) -> Box | None:
+        """Refuse an ``out`` that is not a tensor of exactly the box's shape; return the box
+        with explicit starts, stops and steps (:meth:`normalise_box`)."""
+        box = self.normalise_box(box)
         expected = self.box_shape(box)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -204,6 +216,7 @@ class Backend:
                 f"{self._label()}: read_into needs out of shape {expected} (the box's), got "
                 f"{got}; allocate it with the box's shape or pass a view of that shape"
             )
+        return box
 
     # ------------------------------------------------------------------ indexing
     @property

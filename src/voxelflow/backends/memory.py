@@ -73,7 +73,7 @@ class TensorBackend(Backend):
         return self.tensor[box].clone()
 
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
-        self.check_out(box, out)
+        box = self.check_out(box, out)
         out.copy_(self.tensor if box is None else self.tensor[box])
 
     def describe(self) -> dict[str, Any]:
@@ -121,7 +121,7 @@ class ArrayLikeBackend(Backend):
         return torch.from_numpy(np.array(data, dtype=data.dtype.newbyteorder("="), copy=True))
 
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
-        self.check_out(box, out)
+        box = self.check_out(box, out)
         store_into(self._slice(box), out)
 
     def describe(self) -> dict[str, Any]:

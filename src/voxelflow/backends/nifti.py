@@ -111,7 +111,7 @@ class NiftiBackend(Backend):
         return torch.empty((channels, k, j, i), dtype=self.dtype).permute(0, 3, 2, 1)
 
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
-        self.check_out(box, out)
+        box = self.check_out(box, out)
         header = self.header
         if box is None and self._whole_into(out):
             return
@@ -123,6 +123,7 @@ class NiftiBackend(Backend):
         """The stored (unscaled) values of ``box`` as ``(C, I, J, K)``, in the file's dtype and
         byte order: a view of the memory map where possible (writers copy what they keep, and
         the pages stay in the page cache for the kernel to reclaim)."""
+        box = self.normalise_box(box)
         return np.moveaxis(self._raw(box), -1, 0)
 
     def _raw(self, box: Box | None) -> np.ndarray:

@@ -461,6 +461,7 @@ class NiftiZarrBackend(Backend):
 
     def read_stored(self, box: Box | None = None) -> np.ndarray:
         """Stored (unscaled) values of ``box`` as a new ``(C, I, J, K)`` array."""
+        box = self.normalise_box(box)
         data = self.read_zarr(box)
         out = self.layout.from_zarr(data)
         _, after = self._selection(box)
@@ -476,7 +477,7 @@ class NiftiZarrBackend(Backend):
         return out
 
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
-        self.check_out(box, out)
+        box = self.check_out(box, out)
         view = numpy_view(out)
         slope, inter, scaled = self.slope, self.inter, self.scaled_dtype
         direct = view is not None and (

@@ -87,7 +87,7 @@ class RegionBackend(Backend):
         return (None if whole else parent_box), flips
 
     def read(self, box: Box | None = None) -> torch.Tensor:
-        parent_box, flips = self._parent_box(box)
+        parent_box, flips = self._parent_box(self.normalise_box(box))
         data = self.parent.read(parent_box)
         if flips:
             return data.flip(flips)
@@ -96,7 +96,7 @@ class RegionBackend(Backend):
         return data
 
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
-        self.check_out(box, out)
+        box = self.check_out(box, out)
         parent_box, flips = self._parent_box(box)
         if flips:  # torch has no negative strides: read, then copy flipped
             out.copy_(self.parent.read(parent_box).flip(flips))

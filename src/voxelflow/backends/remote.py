@@ -130,13 +130,13 @@ class _RemoteObject(Backend):
         return self.header.raw_dtype
 
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
-        self.check_out(box, out)
+        box = self.check_out(box, out)
         header = self.header
         raw = np.moveaxis(self._raw(box), -1, 0)
         store_into(raw, out, header.slope, header.inter, header.dtype)
 
     def read_stored(self, box: Box | None = None) -> np.ndarray:
-        raw = np.moveaxis(self._raw(box), -1, 0)
+        raw = np.moveaxis(self._raw(self.normalise_box(box)), -1, 0)
         return np.array(raw, dtype=raw.dtype.newbyteorder("="), copy=True)
 
     def _raw(self, box: Box | None) -> np.ndarray:

@@ -202,7 +202,7 @@ class SimpleITKBackend(Backend):
         return torch.from_numpy(np.array(region, copy=True))
 
     def read_into(self, box: Box | None, out: torch.Tensor) -> None:
-        self.check_out(box, out)
+        box = self.check_out(box, out)
         volume = self._load()
         store_into(volume if box is None else volume[box], out)
 
