@@ -99,6 +99,8 @@ class BackendProtocol(Protocol):
 
 
 _DEFAULTS: dict[str, Any] = {"region_cost": "proportional", "cache_key": None}
+#: Defaults derived from other members.
+_DERIVED = {"region_reads": lambda backend: backend.region_cost != "whole"}
 
 
 class Backend:
@@ -131,16 +133,14 @@ class Backend:
 
     def __getattr__(self, name: str) -> Any:
         """The contract's defaults, for members a subclass sets neither as a class attribute,
-        a property, nor on the instance: ``region_cost`` is ``"proportional"`` and
-        ``cache_key`` is ``None`` (no stable identity)."""
+        a property, nor on the instance: ``region_cost`` is ``"proportional"``,
+        ``cache_key`` is ``None`` (no stable identity), and ``region_reads`` (kept for
+        older code) is ``region_cost != "whole"``."""
         if name in _DEFAULTS:
             return _DEFAULTS[name]
+        if name in _DERIVED:
+            return _DERIVED[name](self)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def region_reads(self) -> bool:
-        """Whether a region read costs less than a whole read (``region_cost != "whole"``)."""
-        return self.region_cost != "whole"
 
     def read(self, box: Box | None = None) -> torch.Tensor:
         """A new tensor of ``dtype`` with the region (everything for ``None``)."""

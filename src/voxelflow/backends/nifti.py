@@ -39,8 +39,7 @@ class NiftiBackend(Backend):
 
     Example:
         >>> import voxelflow as tio
-        >>> from nibabel.testing import data_path
-        >>> image = tio.ScalarImage(f"{data_path}/anatomical.nii")
+        >>> image = tio.ScalarImage(tio.datasets.nibabel_file("anatomical.nii"))
         >>> image.dataobj[:, 10:12, 20:23, 5].shape
         torch.Size([1, 2, 3, 1])
     """

@@ -63,8 +63,7 @@ class NiftiGzBackend(NiftiBackend):
 
     Example:
         >>> import voxelflow as tio
-        >>> from nibabel.testing import data_path
-        >>> image = tio.ScalarImage(f"{data_path}/example4d.nii.gz",
+        >>> image = tio.ScalarImage(tio.datasets.nibabel_file("example4d.nii.gz"),
         ...                         backend_options={"gz_access": "decode"})
         >>> image.dataobj[:, 10:12, 20:23, 5].shape, image.dataobj.region_cost
         (torch.Size([2, 2, 3, 1]), 'stream')

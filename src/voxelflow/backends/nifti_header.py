@@ -45,9 +45,9 @@ class NiftiHeader:
     units, intent and description).
 
     Example:
-        >>> from nibabel.testing import data_path
+        >>> import voxelflow as tio
         >>> from voxelflow.backends import NiftiHeader
-        >>> header = NiftiHeader.read(f"{data_path}/functional.nii")
+        >>> header = NiftiHeader.read(tio.datasets.nibabel_file("functional.nii"))
         >>> header.shape, header.raw_dtype.name, header.dtype.name  # scaled int16 reads as float32
         ((20, 17, 21, 3), 'int16', 'float32')
     """

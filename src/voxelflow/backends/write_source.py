@@ -10,9 +10,10 @@ description and scaling, when there is one; else a fresh one), and
 * a lazy image of a NIfTI or NIfTI-Zarr file stores the file's raw values
   with its header (scaling, stored dtype and header codes survive a
   conversion bit for bit);
-* anything else stores the values the image reads, in the image's dtype
-  (half floats widen to float32, booleans become uint8), with the header
-  facts of its file (codes, units, intent) when it came from one.
+* anything else stores the values as they are held (a loaded image's data in
+  its dtype; a lazy image's values as its storage holds them, not converted by
+  the dtype policy; half floats widen to float32, booleans become uint8), with
+  the header facts of its file (codes, units, intent) when it came from one.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ class ImageSource:
         if self.raw:
             assert self._stored_header is not None
             self._dtype = np.dtype(self._stored_header.get_data_dtype()).newbyteorder("=")
-        else:
-            self._dtype = storable_dtype(image.dtype)
+        else:  # the values as held: loaded data as it is, a lazy image's as stored
+            self._dtype = storable_dtype(image.dtype if image.is_loaded else backend.dtype)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -177,8 +178,6 @@ class ImageSource:
             assert isinstance(self._backend, Backend)
             return storable(self._backend.read_stored(box), self._dtype)
         data = self.image.data[box] if self.image.is_loaded else self._backend.read(box)
-        if data.dtype != self.image.dtype:
-            data = data.to(self.image.dtype)
         return storable(data, self._dtype)
 
 

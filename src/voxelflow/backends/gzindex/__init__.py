@@ -33,8 +33,7 @@ Measured figures and the benchmark that measures them: ``benchmarks/README.md``
 
 Example:
     >>> import voxelflow as tio
-    >>> from nibabel.testing import data_path
-    >>> image = tio.ScalarImage(f"{data_path}/example4d.nii.gz",
+    >>> image = tio.ScalarImage(tio.datasets.nibabel_file("example4d.nii.gz"),
     ...                         backend_options={"gz_access": "decode"})
     >>> tuple(image.dataobj[:, 10:12, 20:23, 5].shape)
     (2, 2, 3, 1)
